@@ -1,0 +1,3 @@
+//! Phoenix Channels client for Bevy.
+pub mod protocol;
+pub mod transport;

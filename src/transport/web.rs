@@ -1,0 +1,354 @@
+//! Web transport: the browser `WebSocket`, bound directly through web-sys.
+//!
+//! Why not ewebsock 0.8 (read from its `src/web.rs`):
+//! - its `WsSender::send(Binary)` calls `set_binary_type(Blob)` on the socket for good; from then
+//!   on every incoming binary frame is decoded with a `FileReader` (asynchronous), so a binary
+//!   frame is delivered after text frames that arrived later: frame order breaks, and Phoenix
+//!   needs it. The socket is private, so this cannot be undone from outside;
+//! - it ignores `Options::subprotocols` on the web (`WebSocket::new(url)` only), reports neither
+//!   the close code and reason nor the selected protocol, and leaks its callbacks (`forget`).
+//!
+//! Here `binaryType` stays `"arraybuffer"`, so every `message` event carries its data
+//! synchronously and events are queued in arrival order. Callbacks push into an
+//! `Rc<RefCell<..>>` queue drained by `poll`; callbacks are unregistered and freed on close/drop.
+//! Browsers do not say why a connection failed, so a failure before `open` is always
+//! [`TransportError::Connect`] (never `Refused`; a refused upgrade is an error then close 1006).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
+use web_time::Instant;
+
+use super::{CloseInfo, ConnectRequest, TransportError, TransportEvent, TransportStats};
+use crate::protocol::Transmit;
+
+/// What the callbacks share with the transport.
+struct Shared {
+    events: VecDeque<TransportEvent>,
+    /// The `open` event was seen.
+    opened: bool,
+    /// A terminal event was queued: ignore whatever follows.
+    finished: bool,
+    max_frame_size: usize,
+}
+
+impl Shared {
+    fn finish(&mut self, event: TransportEvent) {
+        if !self.finished {
+            self.finished = true;
+            self.events.push_back(event);
+        }
+    }
+}
+
+struct Callbacks {
+    _open: Closure<dyn FnMut(Event)>,
+    _message: Closure<dyn FnMut(MessageEvent)>,
+    _error: Closure<dyn FnMut(Event)>,
+    _close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+pub(crate) struct Inner {
+    socket: Option<WebSocket>,
+    _callbacks: Option<Callbacks>,
+    shared: Rc<RefCell<Shared>>,
+    /// Frames sent before `open` (the browser rejects sends while CONNECTING).
+    pending: VecDeque<Transmit>,
+    deadline: Instant,
+    /// `Opened` was returned by `poll`.
+    open_delivered: bool,
+    /// Terminal event returned, or closed by us: `poll` returns `None` forever.
+    done: bool,
+    stats: TransportStats,
+}
+
+fn js_error_text(value: &wasm_bindgen::JsValue) -> String {
+    value
+        .as_string()
+        .or_else(|| {
+            value
+                .dyn_ref::<js_sys::Error>()
+                .map(|e| String::from(e.message()))
+        })
+        .unwrap_or_else(|| format!("{value:?}"))
+}
+
+const OPEN: u16 = WebSocket::OPEN;
+const CONNECTING: u16 = WebSocket::CONNECTING;
+
+impl Inner {
+    pub(crate) fn connect(req: ConnectRequest) -> Self {
+        let shared = Rc::new(RefCell::new(Shared {
+            events: VecDeque::new(),
+            opened: false,
+            finished: false,
+            max_frame_size: req.max_frame_size,
+        }));
+        let mut inner = Self {
+            socket: None,
+            _callbacks: None,
+            shared: shared.clone(),
+            pending: VecDeque::new(),
+            deadline: Instant::now() + req.connect_timeout,
+            open_delivered: false,
+            done: false,
+            stats: TransportStats::default(),
+        };
+        let socket = if req.subprotocols.is_empty() {
+            WebSocket::new(&req.url)
+        } else {
+            let list = js_sys::Array::new();
+            for p in &req.subprotocols {
+                list.push(&wasm_bindgen::JsValue::from_str(p));
+            }
+            WebSocket::new_with_str_sequence(&req.url, &list)
+        };
+        let socket = match socket {
+            Ok(socket) => socket,
+            Err(e) => {
+                shared
+                    .borrow_mut()
+                    .finish(TransportEvent::Failed(TransportError::Connect(format!(
+                        "cannot open {:?}: {}",
+                        req.url,
+                        js_error_text(&e)
+                    ))));
+                return inner;
+            }
+        };
+        socket.set_binary_type(BinaryType::Arraybuffer);
+
+        let on_open = {
+            let shared = shared.clone();
+            Closure::<dyn FnMut(Event)>::new(move |e: Event| {
+                let protocol = e
+                    .target()
+                    .and_then(|t| t.dyn_into::<WebSocket>().ok())
+                    .map(|ws| ws.protocol())
+                    .filter(|p| !p.is_empty());
+                let mut s = shared.borrow_mut();
+                if !s.finished {
+                    s.opened = true;
+                    s.events.push_back(TransportEvent::Opened { protocol });
+                }
+            })
+        };
+        let on_message = {
+            let shared = shared.clone();
+            Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+                let mut s = shared.borrow_mut();
+                if s.finished {
+                    return;
+                }
+                let max = s.max_frame_size;
+                let data = e.data();
+                let event = if let Some(text) = data.as_string() {
+                    if text.len() > max {
+                        Err(text.len())
+                    } else {
+                        Ok(TransportEvent::Text(text))
+                    }
+                } else if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
+                    let size = buf.byte_length() as usize;
+                    if size > max {
+                        Err(size)
+                    } else {
+                        Ok(TransportEvent::Binary(
+                            js_sys::Uint8Array::new(buf).to_vec(),
+                        ))
+                    }
+                } else {
+                    s.finish(TransportEvent::Failed(TransportError::Protocol(
+                        "unexpected message data type (binaryType is not arraybuffer?)".into(),
+                    )));
+                    return;
+                };
+                match event {
+                    Ok(event) => s.events.push_back(event),
+                    Err(size) => s.finish(TransportEvent::Failed(TransportError::FrameTooLarge {
+                        size,
+                        max,
+                    })),
+                }
+            })
+        };
+        // The browser gives no detail in `error`; the `close` that always follows reports.
+        let on_error = Closure::<dyn FnMut(Event)>::new(|_e: Event| {});
+        let on_close = {
+            let shared = shared.clone();
+            Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+                let mut s = shared.borrow_mut();
+                let code = e.code();
+                let event = if s.opened {
+                    TransportEvent::Closed(CloseInfo {
+                        code: (code != 1006).then_some(code),
+                        reason: e.reason(),
+                        by_peer: true,
+                    })
+                } else {
+                    TransportEvent::Failed(TransportError::Connect(format!(
+                        "WebSocket connection failed (close code {code}); the browser does not say \
+                         why (refused upgrade, TLS or network error)"
+                    )))
+                };
+                s.finish(event);
+            })
+        };
+        socket.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        socket.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        inner.socket = Some(socket);
+        inner._callbacks = Some(Callbacks {
+            _open: on_open,
+            _message: on_message,
+            _error: on_error,
+            _close: on_close,
+        });
+        inner
+    }
+
+    pub(crate) fn poll(&mut self) -> Option<TransportEvent> {
+        if self.done {
+            return None;
+        }
+        let event = self.shared.borrow_mut().events.pop_front();
+        let Some(event) = event else {
+            if !self.open_delivered
+                && !self.shared.borrow().opened
+                && Instant::now() >= self.deadline
+            {
+                self.shutdown();
+                return Some(TransportEvent::Failed(TransportError::Connect(
+                    "connect timed out".into(),
+                )));
+            }
+            return None;
+        };
+        match &event {
+            TransportEvent::Opened { .. } => {
+                self.open_delivered = true;
+                self.send_pending();
+            }
+            TransportEvent::Text(s) => {
+                self.stats.messages_in += 1;
+                self.stats.bytes_in += s.len() as u64;
+            }
+            TransportEvent::Binary(b) => {
+                self.stats.messages_in += 1;
+                self.stats.bytes_in += b.len() as u64;
+            }
+            TransportEvent::Closed(_) | TransportEvent::Failed(_) => self.shutdown(),
+        }
+        Some(event)
+    }
+
+    /// Sends the frames queued before `open`, in order; stops at the first failure.
+    fn send_pending(&mut self) {
+        while let Some(t) = self.pending.pop_front() {
+            if let Err(e) = self.send_now(&t) {
+                // Surfaces through the `close`/`error` the browser reports next.
+                log_send_error(&e);
+                self.pending.clear();
+                return;
+            }
+        }
+    }
+
+    fn send_now(&self, t: &Transmit) -> Result<(), TransportError> {
+        let Some(socket) = &self.socket else {
+            return Err(not_open());
+        };
+        let result = match t {
+            Transmit::Text(s) => socket.send_with_str(s),
+            Transmit::Binary(b) => socket.send_with_u8_array(b),
+        };
+        result.map_err(|e| TransportError::Io(js_error_text(&e)))
+    }
+
+    pub(crate) fn send(&mut self, t: Transmit) -> Result<(), TransportError> {
+        if self.done {
+            return Err(not_open());
+        }
+        let Some(socket) = &self.socket else {
+            return Err(not_open());
+        };
+        let size = match &t {
+            Transmit::Text(s) => s.len(),
+            Transmit::Binary(b) => b.len(),
+        };
+        match socket.ready_state() {
+            CONNECTING => self.pending.push_back(t),
+            OPEN => {
+                self.send_pending();
+                self.send_now(&t)?;
+            }
+            _ => return Err(TransportError::Io("connection is closing".into())),
+        }
+        self.stats.messages_out += 1;
+        self.stats.bytes_out += size as u64;
+        Ok(())
+    }
+
+    pub(crate) fn flush(&mut self) {
+        // The browser writes on its own; only frames queued before `open` may wait here.
+        if !self.pending.is_empty()
+            && !self.done
+            && self
+                .socket
+                .as_ref()
+                .is_some_and(|s| s.ready_state() == OPEN)
+        {
+            self.send_pending();
+        }
+    }
+
+    pub(crate) fn close(&mut self) {
+        self.done = true;
+        self.pending.clear();
+        self.shared.borrow_mut().events.clear();
+        self.shutdown();
+    }
+
+    /// Unregisters the callbacks and closes the socket (code 1000) if it is still live.
+    fn shutdown(&mut self) {
+        self.done = true;
+        if let Some(socket) = self.socket.take() {
+            socket.set_onopen(None);
+            socket.set_onmessage(None);
+            socket.set_onerror(None);
+            socket.set_onclose(None);
+            let state = socket.ready_state();
+            if state == CONNECTING || state == OPEN {
+                let _ = socket.close_with_code(1000);
+            }
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_delivered && !self.done && !self.shared.borrow().finished
+    }
+
+    pub(crate) fn stats(&self) -> TransportStats {
+        self.stats
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Callbacks must be unregistered before their closures are freed.
+        self.shutdown();
+    }
+}
+
+fn not_open() -> TransportError {
+    TransportError::Io("connection is not open".into())
+}
+
+fn log_send_error(e: &TransportError) {
+    bevy::log::warn!("WebSocket send of a queued frame failed: {e}");
+}
