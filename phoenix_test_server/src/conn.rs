@@ -462,7 +462,7 @@ fn join(shared: &Arc<Shared>, conn: &Arc<Conn>, st: &mut ConnState, topic: &str,
         id: shared.next_id(),
         topic: Arc::from(topic),
         join_ref: msg.join_ref.clone(),
-        handler: factory(),
+        handler: factory,
     };
     let mut slot = slot;
     let mut ctx = context(shared, conn, &slot, msg.ref_.clone());

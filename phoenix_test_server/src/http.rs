@@ -235,13 +235,13 @@ pub(crate) fn parse_subprotocols(lines: &[&str]) -> Result<Subprotocols, ()> {
             entries.iter().partition(|e| e.starts_with(AUTH_TOKEN_PREFIX));
         if let [bearer] = bearers.as_slice() {
             let encoded = &bearer[AUTH_TOKEN_PREFIX.len()..];
-            let bytes = base64::engine::GeneralPurpose::new(
-                &base64::alphabet::STANDARD,
-                base64::engine::GeneralPurposeConfig::new()
-                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-            )
-            .decode(encoded)
-            .map_err(|_| ())?;
+            // Base.decode64!(t, padding: false): unpadded, or with exactly the right padding.
+            let engine = if encoded.contains('=') {
+                &base64::engine::general_purpose::STANDARD
+            } else {
+                &base64::engine::general_purpose::STANDARD_NO_PAD
+            };
+            let bytes = engine.decode(encoded).map_err(|_| ())?;
             token = Some(String::from_utf8_lossy(&bytes).into_owned());
             lines.remove(0);
             if !rest.is_empty() {

@@ -12,10 +12,13 @@ use crate::conn::Conn;
 use crate::serializer::{self, Encoded, Payload, Serializer, Unencodable};
 use crate::server::{lock, read, write};
 
-/// Subscribers per topic: (channel id, connection).
+/// Subscribers of one topic: (channel id, connection).
+type Subscribers = Vec<(u64, Arc<Conn>)>;
+
+/// Subscribers per topic.
 #[derive(Default)]
 pub(crate) struct PubSub {
-    topics: RwLock<HashMap<String, Vec<(u64, Arc<Conn>)>>>,
+    topics: RwLock<HashMap<String, Subscribers>>,
 }
 
 impl PubSub {

@@ -55,15 +55,16 @@ impl Backoff {
 
 /// Connect params: fixed, or a function called on every connect (so a game can refresh an
 /// auth token that lives in the params).
+#[derive(Clone)]
 pub enum Params {
     /// The same params on every connect.
     Static(Vec<(String, String)>),
     /// Called on every connect attempt.
-    Dynamic(Box<dyn FnMut() -> Vec<(String, String)> + Send + Sync>),
+    Dynamic(Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>),
 }
 
 impl Params {
-    pub(crate) fn get(&mut self) -> Vec<(String, String)> {
+    pub(crate) fn get(&self) -> Vec<(String, String)> {
         match self {
             Params::Static(v) => v.clone(),
             Params::Dynamic(f) => f(),
@@ -91,6 +92,7 @@ pub type TokenProvider = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 /// Everything the protocol core needs to know. Build with [`SocketConfig::new`] and the
 /// setters; every field has phoenix.js's default unless said.
 #[non_exhaustive]
+#[derive(Clone)]
 pub struct SocketConfig {
     /// The socket endpoint, e.g. `ws://127.0.0.1:4000/socket`. `/websocket?vsn=2.0.0` and the
     /// params are appended. `http(s)://` is accepted and turned into `ws(s)://`.
@@ -165,9 +167,9 @@ impl SocketConfig {
     /// Connect params computed on every connect.
     pub fn with_params_fn(
         mut self,
-        f: impl FnMut() -> Vec<(String, String)> + Send + Sync + 'static,
+        f: impl Fn() -> Vec<(String, String)> + Send + Sync + 'static,
     ) -> Self {
-        self.params = Params::Dynamic(Box::new(f));
+        self.params = Params::Dynamic(Arc::new(f));
         self
     }
 

@@ -40,7 +40,7 @@ impl Stream {
         match self {
             Self::Plain(s) => s,
             #[cfg(feature = "tls")]
-            Self::Tls(s) => s.get_ref(),
+            Self::Tls(s) => s.tcp(),
         }
     }
 }

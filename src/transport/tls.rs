@@ -6,17 +6,88 @@
 //! in: same behaviour on every OS, no system store to find or miss) plus
 //! [`TlsConfig::extra_roots_der`](super::TlsConfig::extra_roots_der).
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use super::{TlsConfig, TransportError};
 
-/// A TLS session over TCP, as used under the WebSocket once connected.
-pub(crate) type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+/// A TLS session over TCP, usable on a nonblocking socket.
+///
+/// Not `rustls::StreamOwned`: its `write` can return `Ok(0)` on a nonblocking socket (it reports
+/// success after a partial flush of earlier records, then finds rustls' 64 KiB send buffer still
+/// full), which tungstenite takes for "connection reset while sending". Here pending records are
+/// written out first and a full socket is always reported as `WouldBlock`.
+pub(crate) struct TlsStream {
+    conn: ClientConnection,
+    tcp: TcpStream,
+}
+
+impl TlsStream {
+    /// The TCP socket underneath.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Writes encrypted records until none is left or the socket would block.
+    fn write_pending(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut self.tcp)? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // Ok(0) after close_notify, UnexpectedEof after a TCP EOF without it.
+            match self.conn.reader().read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            self.conn.read_tls(&mut self.tcp)?;
+            if let Err(e) = self.conn.process_new_packets() {
+                // Best effort to tell the peer why (the alert is queued by rustls).
+                let _ = self.write_pending();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            // Records rustls wants to answer with (e.g. a key update): send them if possible.
+            match self.write_pending() {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.write_pending()?;
+        let n = self.conn.writer().write(buf)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        // Push out what was just encrypted; a full socket is fine, `n` bytes were taken.
+        match self.write_pending() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(n),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_pending()?;
+        self.tcp.flush()
+    }
+}
 
 /// The client configuration for `tls` (shared default when no extra roots are given).
 pub(crate) fn client_config(tls: Option<&TlsConfig>) -> Result<Arc<ClientConfig>, TransportError> {
@@ -64,7 +135,7 @@ pub(crate) fn handshake(
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(handshake_error)?;
     }
-    Ok(Box::new(StreamOwned::new(conn, tcp)))
+    Ok(Box::new(TlsStream { conn, tcp }))
 }
 
 fn handshake_error(e: io::Error) -> TransportError {

@@ -1,0 +1,247 @@
+//! ECS data: sockets and channels are entities.
+//!
+//! A socket is an entity with [`PhoenixSocket`] (and [`SocketStatus`]). A channel is an entity
+//! with [`PhoenixChannel`]: spawn it to join, despawn it to leave. Its [`ChannelStatus`] and,
+//! for presence channels, [`ChannelPresence`] are kept up to date by the plugin.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bevy::prelude::*;
+
+use crate::protocol::{
+    ChannelId, ChannelState, ConnectionState, OutPayload, PresenceState, PushId, Socket,
+    SocketConfig, SocketStats,
+};
+use crate::transport::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, TlsConfig};
+
+use super::messages::PushHandle;
+
+/// Everything needed to run one socket: the protocol settings plus transport limits.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PhoenixSocketConfig {
+    /// Protocol settings: endpoint, params and token providers, timeouts, backoff, buffers.
+    pub socket: SocketConfig,
+    /// Largest incoming frame accepted, in bytes (16 MiB). A larger frame closes the
+    /// connection with an error, and the socket reconnects.
+    pub max_frame_size: usize,
+    /// Bound on DNS + TCP + TLS + WebSocket upgrade (10 s; native only).
+    pub connect_timeout: Duration,
+    /// Connect as soon as the socket entity exists (default true).
+    pub auto_connect: bool,
+    /// Extra TLS trust roots for `wss://` (native, `tls` feature).
+    pub tls: Option<TlsConfig>,
+}
+
+impl PhoenixSocketConfig {
+    /// Defaults for `endpoint`, e.g. `ws://127.0.0.1:4000/socket`.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        PhoenixSocketConfig::from(SocketConfig::new(endpoint))
+    }
+
+    /// Changes the protocol settings with a closure, e.g.
+    /// `.with(|s| s.with_heartbeat(Duration::from_secs(5)))`.
+    pub fn with(mut self, f: impl FnOnce(SocketConfig) -> SocketConfig) -> Self {
+        self.socket = f(self.socket);
+        self
+    }
+
+    /// Sets the largest incoming frame.
+    pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn with_connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Whether to connect as soon as the socket entity exists.
+    pub fn with_auto_connect(mut self, yes: bool) -> Self {
+        self.auto_connect = yes;
+        self
+    }
+
+    /// Extra TLS trust for `wss://`.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+}
+
+impl From<SocketConfig> for PhoenixSocketConfig {
+    fn from(socket: SocketConfig) -> Self {
+        PhoenixSocketConfig {
+            socket,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            auto_connect: true,
+            tls: None,
+        }
+    }
+}
+
+/// One Phoenix socket (one WebSocket connection). Spawn an entity with it to connect; despawn
+/// it to disconnect. Several may coexist (e.g. a lobby server and a match server).
+#[derive(Component)]
+#[require(SocketStatus)]
+pub struct PhoenixSocket {
+    pub(crate) core: Socket,
+    pub(crate) config: PhoenixSocketConfig,
+    pub(crate) started: bool,
+    pub(crate) channel_entities: HashMap<ChannelId, Entity>,
+    pub(crate) entity_channels: HashMap<Entity, ChannelId>,
+    pub(crate) handles: HashMap<PushId, PushHandle>,
+}
+
+impl PhoenixSocket {
+    /// A socket for `config` (not connected until the plugin sees it).
+    pub fn new(config: impl Into<PhoenixSocketConfig>) -> Self {
+        let config = config.into();
+        PhoenixSocket {
+            core: Socket::new(config.socket.clone()),
+            config,
+            started: false,
+            channel_entities: HashMap::new(),
+            entity_channels: HashMap::new(),
+            handles: HashMap::new(),
+        }
+    }
+
+    /// The protocol state machine (read-only: channels, presence, stats).
+    pub fn core(&self) -> &Socket {
+        &self.core
+    }
+
+    /// The connection state.
+    pub fn state(&self) -> ConnectionState {
+        self.core.connection_state()
+    }
+
+    /// Counters (frames and bytes in and out, reconnects, last heartbeat RTT…).
+    pub fn stats(&self) -> &SocketStats {
+        self.core.stats()
+    }
+
+    /// The settings this socket was made with.
+    pub fn config(&self) -> &PhoenixSocketConfig {
+        &self.config
+    }
+
+    /// The channel entity joined to `topic`, if any.
+    pub fn channel_entity(&self, topic: &str) -> Option<Entity> {
+        let id = self.core.channel_for_topic(topic)?;
+        self.channel_entities.get(&id).copied()
+    }
+}
+
+impl From<&str> for PhoenixSocketConfig {
+    fn from(endpoint: &str) -> Self {
+        PhoenixSocketConfig::new(endpoint)
+    }
+}
+
+impl From<String> for PhoenixSocketConfig {
+    fn from(endpoint: String) -> Self {
+        PhoenixSocketConfig::new(endpoint)
+    }
+}
+
+/// Marks the socket that messages without an explicit socket go to. The plugin's own socket
+/// has it; when there is exactly one socket, it is the default even without the marker.
+#[derive(Component, Debug, Default, Clone, Copy)]
+pub struct DefaultSocket;
+
+/// A socket's connection state, updated every frame.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketStatus(pub ConnectionState);
+
+impl Default for SocketStatus {
+    fn default() -> Self {
+        SocketStatus(ConnectionState::Disconnected)
+    }
+}
+
+impl SocketStatus {
+    /// True while the WebSocket is open.
+    pub fn is_connected(&self) -> bool {
+        self.0 == ConnectionState::Open
+    }
+}
+
+/// A channel. Spawn an entity with it to join `topic`; despawn the entity to leave.
+#[derive(Component, Debug, Clone)]
+#[require(ChannelStatus)]
+pub struct PhoenixChannel {
+    /// The topic, e.g. `"room:lobby"`.
+    pub topic: String,
+    /// The socket entity (`None` = the default socket).
+    pub socket: Option<Entity>,
+    /// The join payload (sent with every join and rejoin).
+    pub payload: OutPayload,
+    /// Track Phoenix Presence on this channel (default true): see [`ChannelPresence`].
+    pub presence: bool,
+}
+
+impl PhoenixChannel {
+    /// A channel on the default socket, joined with `{}`.
+    pub fn new(topic: impl Into<String>) -> Self {
+        PhoenixChannel {
+            topic: topic.into(),
+            socket: None,
+            payload: OutPayload::empty(),
+            presence: true,
+        }
+    }
+
+    /// Joins with this payload (any `Serialize`). An unserializable value logs an error and
+    /// joins with `{}`.
+    pub fn with_payload<T: serde::Serialize + ?Sized>(mut self, payload: &T) -> Self {
+        match OutPayload::json(payload) {
+            Ok(p) => self.payload = p,
+            Err(e) => error!("phoenix: join payload for {:?}: {e}", self.topic),
+        }
+        self
+    }
+
+    /// Joins through this socket entity.
+    pub fn on_socket(mut self, socket: Entity) -> Self {
+        self.socket = Some(socket);
+        self
+    }
+
+    /// Turns presence tracking off (presence events then arrive as plain messages).
+    pub fn without_presence(mut self) -> Self {
+        self.presence = false;
+        self
+    }
+}
+
+/// A channel's state, updated by the plugin.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelStatus(pub ChannelState);
+
+impl Default for ChannelStatus {
+    fn default() -> Self {
+        ChannelStatus(ChannelState::Joining)
+    }
+}
+
+/// The presence list of a channel, updated on every presence sync.
+#[derive(Component, Debug, Clone, Default)]
+pub struct ChannelPresence {
+    /// Key (usually a user id) to its metas.
+    pub state: PresenceState,
+}
+
+/// Links a channel entity to its socket and protocol channel. Inserted by the plugin.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelLink {
+    /// The socket entity.
+    pub socket: Entity,
+    /// The channel in that socket's protocol core.
+    pub id: ChannelId,
+}

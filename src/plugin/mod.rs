@@ -1,0 +1,687 @@
+//! The Bevy side: [`PhoenixChannelsPlugin`], its systems, and the ECS data they keep.
+//!
+//! Each frame, in [`PreUpdate`] ([`PhoenixSystems::Receive`]), every socket's transport is
+//! polled without blocking; frames go into the protocol core, timers fire from
+//! [`Time<Real>`] (never virtual time: a paused game keeps its connection), and what the core
+//! says comes out as messages and events. In [`PostUpdate`] ([`PhoenixSystems::Send`]), the
+//! commands written during the frame (`JoinChannel`, `PushMessage`, `LeaveChannel`, spawned
+//! or despawned channel entities) go into the core and the frames it produces are written to
+//! the socket before the frame ends. Only this module touches the transport.
+
+mod commands;
+mod components;
+mod diagnostics;
+mod messages;
+
+use std::collections::HashMap;
+
+use bevy::ecs::system::SystemParam;
+use bevy::prelude::*;
+use web_time::Instant;
+
+use crate::protocol::{
+    ChannelState, Event as CoreEvent, JoinOptions, Output, PresenceEvent, PushOutcome,
+    TransportClosed,
+};
+use crate::transport::{self, Transport, TransportError, TransportEvent};
+
+pub use commands::PhoenixCommandsExt;
+pub use components::{
+    ChannelLink, ChannelPresence, ChannelStatus, DefaultSocket, PhoenixChannel, PhoenixSocket,
+    PhoenixSocketConfig, SocketStatus,
+};
+pub use diagnostics::PhoenixDiagnosticsPlugin;
+pub use messages::*;
+
+/// Adds Phoenix Channels to an app.
+///
+/// With a `default_socket`, the plugin spawns a socket entity (marked [`DefaultSocket`]) that
+/// connects at startup; without one, spawn [`PhoenixSocket`] entities yourself.
+#[derive(Default)]
+pub struct PhoenixChannelsPlugin {
+    /// The socket the plugin spawns at startup (`None`: spawn your own).
+    pub default_socket: Option<PhoenixSocketConfig>,
+}
+
+impl PhoenixChannelsPlugin {
+    /// A plugin whose default socket connects to `endpoint` (e.g. `ws://127.0.0.1:4000/socket`).
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        PhoenixChannelsPlugin {
+            default_socket: Some(PhoenixSocketConfig::new(endpoint)),
+        }
+    }
+
+    /// A plugin whose default socket uses `config`.
+    pub fn with_config(config: impl Into<PhoenixSocketConfig>) -> Self {
+        PhoenixChannelsPlugin {
+            default_socket: Some(config.into()),
+        }
+    }
+}
+
+/// The plugin's system sets, chained in this order within their schedules.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PhoenixSystems {
+    /// [`PreUpdate`]: poll transports, feed the core, fire timers, emit messages and events.
+    Receive,
+    /// [`PostUpdate`]: apply commands, fire timers, write frames to the transports.
+    Send,
+}
+
+/// Maps [`Time<Real>`] onto the core's clock: `base + real elapsed`.
+#[derive(Resource, Debug, Clone, Copy)]
+pub struct PhoenixClock {
+    base: Instant,
+}
+
+impl PhoenixClock {
+    /// The core's "now" for the current frame.
+    pub fn now(&self, time: &Time<Real>) -> Instant {
+        self.base + time.elapsed()
+    }
+}
+
+impl Default for PhoenixClock {
+    fn default() -> Self {
+        PhoenixClock {
+            base: Instant::now(),
+        }
+    }
+}
+
+/// Open transports by socket entity. Not `Send` on the web, so a non-send resource.
+#[derive(Default)]
+pub struct PhoenixTransports {
+    map: HashMap<Entity, Transport>,
+}
+
+impl PhoenixTransports {
+    /// Transport counters of a socket, if it has an open or opening transport.
+    pub fn stats(&self, socket: Entity) -> Option<transport::TransportStats> {
+        self.map.get(&socket).map(Transport::stats)
+    }
+}
+
+impl Plugin for PhoenixChannelsPlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<PhoenixClock>()
+            .init_non_send::<PhoenixTransports>()
+            .add_message::<JoinChannel>()
+            .add_message::<PushMessage>()
+            .add_message::<LeaveChannel>()
+            .add_message::<SocketCommand>()
+            .add_message::<ChannelMessage>()
+            .add_message::<PushReplied>()
+            .add_message::<PresenceChanged>()
+            .add_message::<PhoenixProtocolError>()
+            .add_message::<SocketConnected>()
+            .add_message::<SocketDisconnected>()
+            .add_message::<SocketConnectRefused>()
+            .add_message::<SocketConnectFailed>()
+            .add_message::<SocketReconnecting>()
+            .add_message::<SocketGaveUp>()
+            .add_message::<ChannelJoined>()
+            .add_message::<ChannelErrored>()
+            .add_message::<ChannelRejoining>()
+            .add_message::<ChannelClosed>()
+            .configure_sets(PreUpdate, PhoenixSystems::Receive)
+            .configure_sets(PostUpdate, PhoenixSystems::Send)
+            .add_systems(PreUpdate, receive_system.in_set(PhoenixSystems::Receive))
+            .add_systems(PostUpdate, send_system.in_set(PhoenixSystems::Send));
+        if let Some(config) = &self.default_socket {
+            let socket = PhoenixSocket::new(config.clone());
+            app.world_mut()
+                .spawn((socket, DefaultSocket, Name::new("phoenix socket")));
+        }
+    }
+}
+
+/// A run condition: the default socket is connected.
+pub fn phoenix_connected(sockets: Query<(&SocketStatus, Has<DefaultSocket>)>) -> bool {
+    default_of(sockets.iter()).is_some_and(SocketStatus::is_connected)
+}
+
+/// A run condition: the given socket entity is connected.
+pub fn phoenix_socket_connected(
+    socket: Entity,
+) -> impl FnMut(Query<&SocketStatus>) -> bool + Clone {
+    move |q: Query<&SocketStatus>| q.get(socket).is_ok_and(SocketStatus::is_connected)
+}
+
+/// The default of several items: the one marked default, else the only one.
+fn default_of<T>(mut items: impl Iterator<Item = (T, bool)>) -> Option<T> {
+    let (first, first_default) = items.next()?;
+    if first_default {
+        return Some(first);
+    }
+    let mut only = Some(first);
+    for (item, is_default) in items {
+        if is_default {
+            return Some(item);
+        }
+        only = None;
+    }
+    only
+}
+
+/// Where the core's events go.
+#[derive(SystemParam)]
+struct Sinks<'w, 's> {
+    commands: Commands<'w, 's>,
+    messages: MessageWriter<'w, ChannelMessage>,
+    replies: MessageWriter<'w, PushReplied>,
+    presence: MessageWriter<'w, PresenceChanged>,
+    errors: MessageWriter<'w, PhoenixProtocolError>,
+    connected: MessageWriter<'w, SocketConnected>,
+    disconnected: MessageWriter<'w, SocketDisconnected>,
+    refused: MessageWriter<'w, SocketConnectRefused>,
+    failed: MessageWriter<'w, SocketConnectFailed>,
+    reconnecting: MessageWriter<'w, SocketReconnecting>,
+    gave_up: MessageWriter<'w, SocketGaveUp>,
+    joined: MessageWriter<'w, ChannelJoined>,
+    errored: MessageWriter<'w, ChannelErrored>,
+    rejoining: MessageWriter<'w, ChannelRejoining>,
+    closed: MessageWriter<'w, ChannelClosed>,
+    channels: Query<
+        'w,
+        's,
+        (
+            &'static mut ChannelStatus,
+            Option<&'static mut ChannelPresence>,
+        ),
+    >,
+}
+
+impl Sinks<'_, '_> {
+    fn trigger_if_alive<E>(&mut self, entity: Entity, event: E)
+    where
+        E: for<'t> EntityEvent<Trigger<'t>: Default> + Clone,
+    {
+        if self.commands.get_entity(entity).is_ok() {
+            self.commands.trigger(event);
+        }
+    }
+
+    /// Turns everything the core has to say into messages, events and component updates.
+    fn drain(&mut self, socket_entity: Entity, sock: &mut PhoenixSocket) {
+        let mut any = false;
+        while let Some(ev) = sock.core.poll_event() {
+            any = true;
+            self.one(socket_entity, sock, ev);
+        }
+        if any {
+            self.sync_statuses(sock);
+        }
+    }
+
+    fn sync_statuses(&mut self, sock: &PhoenixSocket) {
+        for (id, entity) in &sock.channel_entities {
+            if let (Some(info), Ok((mut status, _))) =
+                (sock.core.channel(*id), self.channels.get_mut(*entity))
+            {
+                status.set_if_neq(ChannelStatus(info.state));
+            }
+        }
+    }
+
+    fn one(&mut self, s: Entity, sock: &mut PhoenixSocket, ev: CoreEvent) {
+        let chan = |sock: &PhoenixSocket, id| {
+            sock.channel_entities
+                .get(&id)
+                .copied()
+                .unwrap_or(Entity::PLACEHOLDER)
+        };
+        match ev {
+            CoreEvent::Message(m) => {
+                self.messages.write(ChannelMessage {
+                    socket: s,
+                    channel: chan(sock, m.channel),
+                    topic: m.topic,
+                    event: m.event,
+                    payload: m.payload,
+                    broadcast: m.broadcast,
+                });
+            }
+            CoreEvent::Reply(r) => {
+                let Some(handle) = sock.handles.remove(&r.push) else {
+                    return;
+                };
+                if let PushOutcome::Dropped(reason) = &r.outcome {
+                    debug!(
+                        "phoenix: push {:?} on {:?} dropped: {reason:?}",
+                        r.event, r.topic
+                    );
+                }
+                self.replies.write(PushReplied {
+                    handle,
+                    socket: s,
+                    channel: chan(sock, r.channel),
+                    topic: r.topic,
+                    event: r.event,
+                    outcome: r.outcome,
+                });
+            }
+            CoreEvent::Presence {
+                channel,
+                topic,
+                event,
+            } => {
+                let entity = chan(sock, channel);
+                if matches!(event, PresenceEvent::Sync)
+                    && let Ok((_, Some(mut p))) = self.channels.get_mut(entity)
+                    && let Some(state) = sock.core.presence(channel)
+                {
+                    p.state.clone_from(state);
+                }
+                self.presence.write(PresenceChanged {
+                    socket: s,
+                    channel: entity,
+                    topic,
+                    event,
+                });
+            }
+            CoreEvent::ProtocolError(error) => {
+                warn!("phoenix: dropped a malformed frame from the server: {error}");
+                self.errors.write(PhoenixProtocolError { socket: s, error });
+            }
+            CoreEvent::Connecting { attempt } => {
+                debug!("phoenix: connecting (attempt {attempt})");
+            }
+            CoreEvent::Connected => {
+                info!("phoenix: connected");
+                let e = SocketConnected { entity: s };
+                self.connected.write(e.clone());
+                self.trigger_if_alive(s, e);
+            }
+            CoreEvent::Disconnected { reason } => {
+                info!("phoenix: disconnected: {reason:?}");
+                let e = SocketDisconnected { entity: s, reason };
+                self.disconnected.write(e.clone());
+                self.trigger_if_alive(s, e);
+            }
+            CoreEvent::ConnectRefused { status } => {
+                warn!("phoenix: connect refused by the server (HTTP {status})");
+                let e = SocketConnectRefused { entity: s, status };
+                self.refused.write(e.clone());
+                self.trigger_if_alive(s, e);
+            }
+            CoreEvent::ConnectFailed { error } => {
+                warn!("phoenix: connect failed: {error}");
+                let e = SocketConnectFailed { entity: s, error };
+                self.failed.write(e.clone());
+                self.trigger_if_alive(s, e);
+            }
+            CoreEvent::ReconnectScheduled { attempt, delay } => {
+                debug!("phoenix: reconnect attempt {attempt} in {delay:?}");
+                let e = SocketReconnecting {
+                    entity: s,
+                    attempt,
+                    delay,
+                };
+                self.reconnecting.write(e.clone());
+                self.trigger_if_alive(s, e);
+            }
+            CoreEvent::GaveUp { attempts } => {
+                warn!("phoenix: gave up reconnecting after {attempts} attempts");
+                let e = SocketGaveUp {
+                    entity: s,
+                    attempts,
+                };
+                self.gave_up.write(e.clone());
+                self.trigger_if_alive(s, e);
+            }
+            CoreEvent::Joined {
+                channel,
+                topic,
+                response,
+                rejoin,
+            } => {
+                debug!("phoenix: joined {topic}");
+                let entity = chan(sock, channel);
+                let e = ChannelJoined {
+                    entity,
+                    socket: s,
+                    topic,
+                    response,
+                    rejoin,
+                };
+                self.joined.write(e.clone());
+                self.trigger_if_alive(entity, e);
+            }
+            CoreEvent::ChannelErrored {
+                channel,
+                topic,
+                reason,
+            } => {
+                warn!("phoenix: channel {topic} errored: {reason:?}");
+                let entity = chan(sock, channel);
+                let e = ChannelErrored {
+                    entity,
+                    socket: s,
+                    topic,
+                    reason,
+                };
+                self.errored.write(e.clone());
+                self.trigger_if_alive(entity, e);
+            }
+            CoreEvent::RejoinScheduled {
+                channel,
+                topic,
+                delay,
+            } => {
+                let entity = chan(sock, channel);
+                let e = ChannelRejoining {
+                    entity,
+                    topic,
+                    delay,
+                };
+                self.rejoining.write(e.clone());
+                self.trigger_if_alive(entity, e);
+            }
+            CoreEvent::ChannelClosed {
+                channel,
+                topic,
+                reason,
+            } => {
+                debug!("phoenix: channel {topic} closed: {reason:?}");
+                let entity = chan(sock, channel);
+                sock.channel_entities.remove(&channel);
+                sock.entity_channels.remove(&entity);
+                if let Ok((mut status, _)) = self.channels.get_mut(entity) {
+                    status.set_if_neq(ChannelStatus(ChannelState::Closed));
+                }
+                if let Ok(mut ec) = self.commands.get_entity(entity) {
+                    ec.try_remove::<ChannelLink>();
+                }
+                let e = ChannelClosed {
+                    entity,
+                    socket: s,
+                    topic,
+                    reason,
+                };
+                self.closed.write(e.clone());
+                self.trigger_if_alive(entity, e);
+            }
+        }
+    }
+}
+
+/// Carries out the core's wire requests on this socket's transport.
+fn apply_outputs(entity: Entity, sock: &mut PhoenixSocket, transports: &mut PhoenixTransports) {
+    let mut wrote = false;
+    while let Some(out) = sock.core.poll_output() {
+        match out {
+            Output::Connect(req) => {
+                if let Some(mut old) = transports.map.remove(&entity) {
+                    old.close();
+                }
+                let cfg = &sock.config;
+                let t = Transport::connect(transport::ConnectRequest {
+                    url: req.url,
+                    subprotocols: req.subprotocols,
+                    max_frame_size: cfg.max_frame_size,
+                    connect_timeout: cfg.connect_timeout,
+                    tls: cfg.tls.clone(),
+                });
+                transports.map.insert(entity, t);
+            }
+            Output::Send(frame) => {
+                if let Some(t) = transports.map.get_mut(&entity) {
+                    if let Err(e) = t.send(frame) {
+                        // The transport reports its own end next poll; the core then
+                        // errors channels and ends in-flight pushes.
+                        debug!("phoenix: send failed: {e}");
+                    }
+                    wrote = true;
+                }
+            }
+            Output::Close => {
+                if let Some(mut t) = transports.map.remove(&entity) {
+                    t.close();
+                }
+            }
+        }
+    }
+    if wrote && let Some(t) = transports.map.get_mut(&entity) {
+        t.flush();
+    }
+}
+
+fn closed_from(e: TransportError) -> TransportClosed {
+    match e {
+        TransportError::Refused { status } => TransportClosed::Refused { status },
+        other => TransportClosed::Error(other.to_string()),
+    }
+}
+
+/// PreUpdate: poll every transport, feed the core, fire timers, emit.
+fn receive_system(
+    clock: Res<PhoenixClock>,
+    time: Res<Time<Real>>,
+    mut transports: NonSendMut<PhoenixTransports>,
+    mut sockets: Query<(Entity, &mut PhoenixSocket, &mut SocketStatus)>,
+    mut sinks: Sinks,
+) {
+    let now = clock.now(&time);
+    let transports = &mut *transports;
+    for (entity, mut sock, mut status) in &mut sockets {
+        let sock = &mut *sock;
+        if let Some(t) = transports.map.get_mut(&entity) {
+            let mut ended = false;
+            while let Some(ev) = t.poll() {
+                match ev {
+                    TransportEvent::Text(s) => sock.core.handle_text(now, s),
+                    TransportEvent::Binary(b) => sock.core.handle_binary(now, b),
+                    TransportEvent::Opened { .. } => sock.core.handle_open(now),
+                    TransportEvent::Closed(info) => {
+                        sock.core.handle_closed(
+                            now,
+                            TransportClosed::Closed {
+                                code: info.code,
+                                reason: info.reason,
+                            },
+                        );
+                        ended = true;
+                        break;
+                    }
+                    TransportEvent::Failed(e) => {
+                        sock.core.handle_closed(now, closed_from(e));
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            if ended {
+                transports.map.remove(&entity);
+            }
+        }
+        if sock.core.poll_timeout().is_some_and(|t| t <= now) {
+            sock.core.handle_timeout(now);
+        }
+        apply_outputs(entity, sock, transports);
+        sinks.drain(entity, sock);
+        status.set_if_neq(SocketStatus(sock.core.connection_state()));
+    }
+}
+
+/// What the send system reads.
+#[derive(SystemParam)]
+struct Commands_<'w, 's> {
+    joins: MessageReader<'w, 's, JoinChannel>,
+    pushes: MessageReader<'w, 's, PushMessage>,
+    leaves: MessageReader<'w, 's, LeaveChannel>,
+    controls: MessageReader<'w, 's, SocketCommand>,
+    new_channels: Query<'w, 's, (Entity, &'static PhoenixChannel), Without<ChannelLink>>,
+    links: Query<'w, 's, &'static ChannelLink>,
+    removed_channels: RemovedComponents<'w, 's, PhoenixChannel>,
+    removed_sockets: RemovedComponents<'w, 's, PhoenixSocket>,
+}
+
+/// PostUpdate: apply this frame's commands, fire timers, write frames.
+fn send_system(
+    clock: Res<PhoenixClock>,
+    time: Res<Time<Real>>,
+    mut transports: NonSendMut<PhoenixTransports>,
+    mut sockets: Query<(
+        Entity,
+        &mut PhoenixSocket,
+        &mut SocketStatus,
+        Has<DefaultSocket>,
+    )>,
+    mut input: Commands_,
+    mut sinks: Sinks,
+) {
+    let now = clock.now(&time);
+    let transports = &mut *transports;
+
+    for gone in input.removed_sockets.read() {
+        if let Some(mut t) = transports.map.remove(&gone) {
+            t.close();
+        }
+    }
+    let default_socket = default_of(sockets.iter().map(|(e, _, _, d)| (e, d)));
+    let resolve = |s: Option<Entity>| s.or(default_socket);
+
+    // Sockets that have not started yet.
+    for (_, mut sock, _, _) in &mut sockets {
+        if !sock.started {
+            sock.started = true;
+            if sock.config.auto_connect {
+                sock.core.connect(now);
+            }
+        }
+    }
+    for c in input.controls.read() {
+        let (target, connect) = match *c {
+            SocketCommand::Connect(s) => (resolve(s), true),
+            SocketCommand::Disconnect(s) => (resolve(s), false),
+        };
+        let Some(Ok((_, mut sock, _, _))) = target.map(|t| sockets.get_mut(t)) else {
+            warn!("phoenix: {c:?}: no such socket");
+            continue;
+        };
+        if connect {
+            sock.core.connect(now);
+        } else {
+            sock.core.disconnect(now);
+        }
+    }
+
+    // Leaves: despawned channel entities, and LeaveChannel messages (which despawn).
+    for gone in input.removed_channels.read() {
+        for (_, mut sock, _, _) in &mut sockets {
+            if let Some(id) = sock.entity_channels.remove(&gone) {
+                sock.core.leave(now, id);
+            }
+        }
+    }
+    for leave in input.leaves.read() {
+        let entity = match &leave.target {
+            ChannelTarget::Entity(e) => Some(*e),
+            ChannelTarget::Topic { socket, topic } => resolve(*socket)
+                .and_then(|s| sockets.get(s).ok())
+                .and_then(|(_, sock, _, _)| sock.channel_entity(topic)),
+        };
+        match entity {
+            Some(e) => {
+                for (_, mut sock, _, _) in &mut sockets {
+                    if let Some(id) = sock.entity_channels.remove(&e) {
+                        sock.core.leave(now, id);
+                    }
+                }
+                if let Ok(mut ec) = sinks.commands.get_entity(e) {
+                    ec.despawn();
+                }
+            }
+            None => warn!("phoenix: {leave:?}: no such channel"),
+        }
+    }
+
+    // Joins: new channel entities, and JoinChannel messages (which spawn one).
+    let mut to_join: Vec<(Entity, PhoenixChannel)> = Vec::new();
+    for (e, ch) in &input.new_channels {
+        to_join.push((e, ch.clone()));
+    }
+    for j in input.joins.read() {
+        let ch = PhoenixChannel {
+            topic: j.topic.clone(),
+            socket: j.socket,
+            payload: j.payload.clone(),
+            presence: true,
+        };
+        let e = sinks.commands.spawn(ch.clone()).id();
+        to_join.push((e, ch));
+    }
+    for (e, ch) in to_join {
+        let Some(Ok((s, mut sock, _, _))) = resolve(ch.socket).map(|s| sockets.get_mut(s)) else {
+            error!("phoenix: cannot join {:?}: no socket", ch.topic);
+            if let Ok((mut st, _)) = sinks.channels.get_mut(e) {
+                st.set_if_neq(ChannelStatus(ChannelState::Closed));
+            }
+            continue;
+        };
+        let id = sock.core.join(
+            now,
+            &ch.topic,
+            ch.payload.clone(),
+            JoinOptions {
+                presence: ch.presence,
+            },
+        );
+        sock.channel_entities.insert(id, e);
+        sock.entity_channels.insert(e, id);
+        if let Ok(mut ec) = sinks.commands.get_entity(e) {
+            ec.insert(ChannelLink { socket: s, id });
+            if ch.presence {
+                ec.insert(ChannelPresence::default());
+            }
+        }
+    }
+
+    // Pushes.
+    for p in input.pushes.read() {
+        let found = match &p.target {
+            ChannelTarget::Entity(e) => input.links.get(*e).ok().map(|l| (l.socket, Some(l.id))),
+            ChannelTarget::Topic { socket, topic } => resolve(*socket).map(|s| {
+                let id = sockets
+                    .get(s)
+                    .ok()
+                    .and_then(|(_, sock, _, _)| sock.core.channel_for_topic(topic));
+                (s, id)
+            }),
+        };
+        let sock = found.and_then(|(s, id)| Some((s, id?)));
+        let Some((s, id)) = sock else {
+            sinks.replies.write(PushReplied {
+                handle: p.handle,
+                socket: found.map(|(s, _)| s).unwrap_or(Entity::PLACEHOLDER),
+                channel: Entity::PLACEHOLDER,
+                topic: match &p.target {
+                    ChannelTarget::Topic { topic, .. } => topic.as_str().into(),
+                    ChannelTarget::Entity(_) => "".into(),
+                },
+                event: p.event.as_str().into(),
+                outcome: PushOutcome::Dropped(crate::protocol::DropReason::ChannelClosed),
+            });
+            continue;
+        };
+        let Ok((_, mut sock, _, _)) = sockets.get_mut(s) else {
+            continue;
+        };
+        let push = sock
+            .core
+            .push(now, id, &p.event, p.payload.clone(), p.options);
+        sock.handles.insert(push, p.handle);
+    }
+
+    // Timers, frames out, events.
+    for (entity, mut sock, mut status, _) in &mut sockets {
+        let sock = &mut *sock;
+        if sock.core.poll_timeout().is_some_and(|t| t <= now) {
+            sock.core.handle_timeout(now);
+        }
+        apply_outputs(entity, sock, transports);
+        sinks.drain(entity, sock);
+        status.set_if_neq(SocketStatus(sock.core.connection_state()));
+    }
+}

@@ -1,0 +1,718 @@
+//! Native transport against real sockets on 127.0.0.1: a tiny tungstenite server runs inside the
+//! test (one thread per connection). Poll loops with deadlines, no sleeps for correctness.
+// `result_large_err`: the handshake callback signature is tungstenite's.
+#![allow(clippy::unwrap_used, clippy::result_large_err, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bevy_phoenix_channels::protocol::Transmit;
+use bevy_phoenix_channels::transport::{
+    CloseInfo, ConnectRequest, Transport, TransportError, TransportEvent,
+};
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- server side
+
+/// Listens on 127.0.0.1 and runs `handler` on its own thread for each accepted connection.
+fn serve(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handler = Arc::new(handler);
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let handler = handler.clone();
+            thread::spawn(move || handler(stream));
+        }
+    });
+    port
+}
+
+fn url(port: u16) -> String {
+    format!("ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0")
+}
+
+/// Echoes text and binary messages until the connection ends.
+fn echo_loop<S: Read + Write>(mut ws: WebSocket<S>) {
+    loop {
+        match ws.read() {
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                if ws.send(m).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Accepts the upgrade, answering the offered subprotocol "phoenix" if present.
+fn accept(stream: TcpStream) -> Option<WebSocket<TcpStream>> {
+    tungstenite::accept_hdr(stream, |req: &Request, mut resp: Response| {
+        if let Some(offer) = req.headers().get("Sec-WebSocket-Protocol") {
+            let offer = offer.to_str().unwrap();
+            if offer.split(',').any(|p| p.trim() == "phoenix") {
+                resp.headers_mut()
+                    .insert("Sec-WebSocket-Protocol", "phoenix".parse().unwrap());
+            }
+        }
+        Ok(resp)
+    })
+    .ok()
+}
+
+fn echo_server() -> u16 {
+    serve(|s| {
+        if let Some(ws) = accept(s) {
+            echo_loop(ws)
+        }
+    })
+}
+
+// ---------------------------------------------------------------- client side
+
+fn request(url: String) -> ConnectRequest {
+    ConnectRequest {
+        connect_timeout: Duration::from_secs(5),
+        ..ConnectRequest::new(url)
+    }
+}
+
+/// Polls (and flushes) until an event arrives; panics after `within`.
+fn next_event(t: &mut Transport, within: Duration) -> TransportEvent {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(e) = t.poll() {
+            return e;
+        }
+        assert!(Instant::now() < end, "no event within {within:?}");
+        t.flush();
+        // Only to leave the core to the server thread; correctness never depends on it.
+        thread::sleep(Duration::from_micros(20));
+    }
+}
+
+fn open_with(req: ConnectRequest) -> Transport {
+    let mut t = Transport::connect(req);
+    match next_event(&mut t, WAIT) {
+        TransportEvent::Opened { .. } => {}
+        other => panic!("expected Opened, got {other:?}"),
+    }
+    assert!(t.is_open());
+    t
+}
+
+fn open(url: String) -> Transport {
+    open_with(request(url))
+}
+
+/// After the terminal event: nothing more, ever, and sends are refused.
+fn assert_silent_forever(t: &mut Transport) {
+    for _ in 0..1000 {
+        assert_eq!(t.poll(), None);
+        t.flush();
+    }
+    assert!(!t.is_open());
+    assert!(t.send(Transmit::Text("late".into())).is_err());
+    assert_eq!(t.poll(), None);
+}
+
+fn text_of(i: usize) -> String {
+    format!("t{i}:{}", "x".repeat(i % 37))
+}
+
+fn binary_of(i: usize) -> Vec<u8> {
+    let len = if i % 100 == 1 { 64 * 1024 } else { 8 + i % 29 };
+    let mut b = vec![(i % 251) as u8; len];
+    b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    b
+}
+
+fn transmit_of(i: usize) -> Transmit {
+    if i.is_multiple_of(2) {
+        Transmit::Text(text_of(i))
+    } else {
+        Transmit::Binary(binary_of(i))
+    }
+}
+
+/// Sends `n` interleaved text/binary frames (some of 64 KiB) and checks the echoes, in order.
+fn interleaved_echo(t: &mut Transport, n: usize) {
+    for i in 0..n {
+        t.send(transmit_of(i)).unwrap();
+        if i % 500 == 0 {
+            t.flush();
+        }
+    }
+    t.flush();
+    for i in 0..n {
+        match next_event(t, Duration::from_secs(60)) {
+            TransportEvent::Text(s) => {
+                assert_eq!(i % 2, 0, "text frame where binary #{i} was expected");
+                assert_eq!(s, text_of(i));
+            }
+            TransportEvent::Binary(b) => {
+                assert_eq!(i % 2, 1, "binary frame where text #{i} was expected");
+                assert_eq!(b, binary_of(i));
+            }
+            other => panic!("unexpected {other:?} at #{i}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn transport_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Transport>();
+}
+
+#[test]
+fn open_and_echo_text() {
+    let port = echo_server();
+    let mut t = open(url(port));
+    t.send(Transmit::Text("hello".into())).unwrap();
+    t.flush();
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Text("hello".into())
+    );
+    let stats = t.stats();
+    assert_eq!((stats.messages_out, stats.bytes_out), (1, 5));
+    assert_eq!((stats.messages_in, stats.bytes_in), (1, 5));
+}
+
+#[test]
+fn echo_binary() {
+    let port = echo_server();
+    let mut t = open(url(port));
+    let payload: Vec<u8> = (0..=255).collect();
+    t.send(Transmit::Binary(payload.clone())).unwrap();
+    t.flush();
+    assert_eq!(next_event(&mut t, WAIT), TransportEvent::Binary(payload));
+}
+
+#[test]
+fn interleaved_text_and_binary_keep_order_over_10k_messages() {
+    let port = echo_server();
+    let mut t = open(url(port));
+    interleaved_echo(&mut t, 10_000);
+}
+
+#[test]
+fn server_to_client_interleaved_burst_keeps_order() {
+    // The server writes 10k interleaved frames on its own (no echo), as fast as it can.
+    let port = serve(|s| {
+        let Some(mut ws) = accept(s) else { return };
+        for i in 0..10_000 {
+            let m = if i % 2 == 0 {
+                Message::Text(text_of(i))
+            } else {
+                Message::Binary(binary_of(i))
+            };
+            ws.write(m).unwrap();
+        }
+        ws.flush().unwrap();
+        echo_loop(ws);
+    });
+    let mut t = open(url(port));
+    for i in 0..10_000 {
+        let expected = match transmit_of(i) {
+            Transmit::Text(s) => TransportEvent::Text(s),
+            Transmit::Binary(b) => TransportEvent::Binary(b),
+        };
+        assert_eq!(next_event(&mut t, WAIT), expected, "frame #{i}");
+    }
+}
+
+#[test]
+fn pipelined_100k_small_messages_arrive_complete_and_in_order() {
+    let port = echo_server();
+    let mut t = open(url(port));
+    const N: usize = 100_000;
+    for i in 0..N {
+        t.send(Transmit::Text(format!("m{i}"))).unwrap();
+    }
+    t.flush();
+    for i in 0..N {
+        match next_event(&mut t, Duration::from_secs(60)) {
+            TransportEvent::Text(s) => assert_eq!(s, format!("m{i}")),
+            other => panic!("unexpected {other:?} at #{i}"),
+        }
+    }
+    let stats = t.stats();
+    assert_eq!(stats.messages_out, N as u64);
+    assert_eq!(stats.messages_in, N as u64);
+    assert_eq!(stats.bytes_in, stats.bytes_out);
+}
+
+#[test]
+fn frames_sent_before_open_are_queued_in_order() {
+    let port = echo_server();
+    let mut t = Transport::connect(request(url(port)));
+    assert!(!t.is_open());
+    t.send(Transmit::Text("early".into())).unwrap();
+    t.send(Transmit::Binary(vec![1, 2, 3])).unwrap();
+    t.send(Transmit::Text("early 2".into())).unwrap();
+    t.flush();
+    assert!(matches!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Opened { .. }
+    ));
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Text("early".into())
+    );
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Binary(vec![1, 2, 3])
+    );
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Text("early 2".into())
+    );
+}
+
+#[test]
+fn subprotocol_offered_and_answered() {
+    let port = echo_server();
+    let mut t = Transport::connect(ConnectRequest {
+        subprotocols: vec!["other".into(), "phoenix".into()],
+        ..request(url(port))
+    });
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Opened {
+            protocol: Some("phoenix".into())
+        }
+    );
+    t.send(Transmit::Text("with protocol".into())).unwrap();
+    t.flush();
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Text("with protocol".into())
+    );
+
+    let mut plain = Transport::connect(request(url(port)));
+    assert_eq!(
+        next_event(&mut plain, WAIT),
+        TransportEvent::Opened { protocol: None }
+    );
+}
+
+#[test]
+fn http_403_on_upgrade_is_refused() {
+    let port = serve(|s| {
+        let _ = tungstenite::accept_hdr(s, |_: &Request, _: Response| {
+            let mut denied = ErrorResponse::new(Some("forbidden".into()));
+            *denied.status_mut() = tungstenite::http::StatusCode::FORBIDDEN;
+            Err(denied)
+        });
+    });
+    let mut t = Transport::connect(request(url(port)));
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Failed(TransportError::Refused { status: 403 })
+    );
+    assert_silent_forever(&mut t);
+}
+
+#[test]
+fn connection_refused_fails_quickly() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let start = Instant::now();
+    let mut t = Transport::connect(request(url(port)));
+    match next_event(&mut t, WAIT) {
+        TransportEvent::Failed(TransportError::Connect(msg)) => {
+            assert!(msg.contains("refused"), "{msg}")
+        }
+        other => panic!("expected Failed(Connect), got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_silent_forever(&mut t);
+}
+
+#[test]
+fn silent_server_hits_the_connect_timeout() {
+    // Accepts TCP, never answers the upgrade.
+    let port = serve(|mut s| {
+        let mut buf = [0u8; 1024];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let timeout = Duration::from_millis(300);
+    let start = Instant::now();
+    let mut t = Transport::connect(ConnectRequest {
+        connect_timeout: timeout,
+        ..ConnectRequest::new(url(port))
+    });
+    match next_event(&mut t, WAIT) {
+        TransportEvent::Failed(TransportError::Connect(msg)) => {
+            assert!(msg.contains("timed out"), "{msg}")
+        }
+        other => panic!("expected Failed(Connect), got {other:?}"),
+    }
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= timeout - Duration::from_millis(50),
+        "{elapsed:?}"
+    );
+    assert!(
+        elapsed < timeout + Duration::from_millis(500),
+        "{elapsed:?}"
+    );
+    assert_silent_forever(&mut t);
+}
+
+#[test]
+fn peer_close_1001_is_reported_and_answered() {
+    let (tx, rx) = mpsc::channel();
+    let port = serve(move |s| {
+        let Some(mut ws) = accept(s) else { return };
+        ws.close(Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "bye".into(),
+        }))
+        .unwrap();
+        // Wait for the client's close reply.
+        let answered = loop {
+            match ws.read() {
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed) => break true,
+                Err(_) => break false,
+            }
+        };
+        tx.send(answered).unwrap();
+    });
+    let mut t = open(url(port));
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Closed(CloseInfo {
+            code: Some(1001),
+            reason: "bye".into(),
+            by_peer: true,
+        })
+    );
+    assert!(!t.is_open());
+    // Keep polling a little: the closing handshake completes in the background.
+    let end = Instant::now() + WAIT;
+    let answered = loop {
+        assert_eq!(t.poll(), None);
+        if let Ok(answered) = rx.try_recv() {
+            break answered;
+        }
+        assert!(Instant::now() < end, "server never saw the close reply");
+        thread::sleep(Duration::from_micros(50));
+    };
+    assert!(answered, "the client did not answer the close frame");
+    assert_silent_forever(&mut t);
+}
+
+#[test]
+fn peer_dropping_tcp_gives_closed_without_code() {
+    let port = serve(|s| {
+        let Some(mut ws) = accept(s) else { return };
+        ws.send(Message::Text("last words".into())).unwrap();
+        drop(ws);
+    });
+    let mut t = open(url(port));
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Text("last words".into())
+    );
+    match next_event(&mut t, WAIT) {
+        TransportEvent::Closed(CloseInfo {
+            code: None,
+            by_peer: true,
+            ..
+        }) => {}
+        other => panic!("expected Closed without code, got {other:?}"),
+    }
+    assert_silent_forever(&mut t);
+}
+
+#[test]
+fn frame_over_max_frame_size_fails_and_closes_with_1009() {
+    let (tx, rx) = mpsc::channel();
+    let port = serve(move |s| {
+        let Some(mut ws) = accept(s) else { return };
+        ws.send(Message::Binary(vec![7; 2048])).unwrap();
+        let code = loop {
+            match ws.read() {
+                Ok(Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => break None,
+            }
+        };
+        tx.send(code).unwrap();
+    });
+    let mut t = open_with(ConnectRequest {
+        max_frame_size: 1024,
+        ..request(url(port))
+    });
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Failed(TransportError::FrameTooLarge {
+            size: 2048,
+            max: 1024
+        })
+    );
+    let end = Instant::now() + WAIT;
+    let code = loop {
+        assert_eq!(t.poll(), None);
+        if let Ok(code) = rx.try_recv() {
+            break code;
+        }
+        assert!(Instant::now() < end, "server never saw a close frame");
+        thread::sleep(Duration::from_micros(50));
+    };
+    assert_eq!(code, Some(1009));
+    assert_silent_forever(&mut t);
+}
+
+#[test]
+fn exactly_one_terminal_event_then_none_forever() {
+    let port = serve(|s| {
+        let Some(mut ws) = accept(s) else { return };
+        ws.close(None).unwrap();
+        while ws.read().is_ok() {}
+    });
+    let mut t = open(url(port));
+    assert!(matches!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Closed(CloseInfo {
+            code: Some(1005),
+            ..
+        })
+    ));
+    // Even once the server has gone away entirely, nothing else is reported.
+    let end = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < end {
+        assert_eq!(t.poll(), None);
+        t.flush();
+    }
+    assert_silent_forever(&mut t);
+}
+
+#[test]
+fn close_sends_1000_and_reports_nothing_more() {
+    let (tx, rx) = mpsc::channel();
+    let port = serve(move |s| {
+        let Some(mut ws) = accept(s) else { return };
+        let code = loop {
+            match ws.read() {
+                Ok(Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+                Ok(m) => {
+                    let _ = ws.send(m);
+                }
+                Err(_) => break None,
+            }
+        };
+        tx.send(code).unwrap();
+        while ws.read().is_ok() {}
+    });
+    let mut t = open(url(port));
+    t.send(Transmit::Text("before close".into())).unwrap();
+    t.flush();
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Text("before close".into())
+    );
+    t.close();
+    assert!(!t.is_open());
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), Some(1000));
+    assert_silent_forever(&mut t);
+}
+
+#[test]
+fn ping_is_answered_without_an_event() {
+    let port = serve(|s| {
+        let Some(mut ws) = accept(s) else { return };
+        ws.send(Message::Ping(b"are you there".to_vec())).unwrap();
+        loop {
+            match ws.read() {
+                Ok(Message::Pong(p)) => {
+                    assert_eq!(p, b"are you there");
+                    ws.send(Message::Text("pong received".into())).unwrap();
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+        echo_loop(ws);
+    });
+    let mut t = open(url(port));
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Text("pong received".into())
+    );
+}
+
+#[test]
+fn invalid_urls_fail_without_panicking() {
+    for bad in ["not a url", "http://127.0.0.1:1/socket", "ws:///nohost"] {
+        let mut t = Transport::connect(ConnectRequest::new(bad));
+        match next_event(&mut t, WAIT) {
+            TransportEvent::Failed(TransportError::Connect(_)) => {}
+            other => panic!("{bad}: expected Failed(Connect), got {other:?}"),
+        }
+        assert_silent_forever(&mut t);
+    }
+}
+
+#[test]
+fn idle_poll_does_not_allocate() {
+    let port = echo_server();
+    let mut t = open(url(port));
+    t.send(Transmit::Text("warm up".into())).unwrap();
+    t.flush();
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Text("warm up".into())
+    );
+    // The counter is live (so the zero below is not vacuous).
+    let probe = allocation_counter::measure(|| drop(std::hint::black_box(vec![1u8; 16])));
+    assert_eq!(probe.count_total, 1);
+    let info = allocation_counter::measure(|| {
+        for _ in 0..10_000 {
+            assert!(t.poll().is_none());
+            t.flush();
+        }
+    });
+    assert_eq!(info.count_total, 0, "{info:?}");
+}
+
+#[cfg(not(feature = "tls"))]
+#[test]
+fn wss_without_the_tls_feature_fails_cleanly() {
+    let mut t = Transport::connect(ConnectRequest::new("wss://127.0.0.1:1/socket"));
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Failed(TransportError::Tls("built without the tls feature".into()))
+    );
+    assert_silent_forever(&mut t);
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use super::*;
+    use bevy_phoenix_channels::transport::TlsConfig;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    /// A wss:// echo server with a fresh self-signed certificate; returns (port, cert DER).
+    fn tls_echo_server() -> (u16, Vec<u8>) {
+        let key = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
+        let cert_der = key.cert.der().to_vec();
+        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert_der.clone())], private)
+        .unwrap();
+        let config = Arc::new(config);
+        let port = serve(move |tcp| {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let stream = rustls::StreamOwned::new(conn, tcp);
+            if let Ok(ws) = tungstenite::accept(stream) {
+                echo_loop(ws);
+            }
+        });
+        (port, cert_der)
+    }
+
+    fn wss(port: u16) -> String {
+        format!("wss://127.0.0.1:{port}/socket/websocket?vsn=2.0.0")
+    }
+
+    fn trusting(port: u16, cert: &[u8]) -> ConnectRequest {
+        ConnectRequest {
+            tls: Some(TlsConfig {
+                extra_roots_der: vec![cert.to_vec()],
+                only_extra_roots: true,
+            }),
+            ..request(wss(port))
+        }
+    }
+
+    #[test]
+    fn tls_echo_with_trusted_self_signed_cert() {
+        let (port, cert) = tls_echo_server();
+        let mut t = open_with(trusting(port, &cert));
+        t.send(Transmit::Text("over tls".into())).unwrap();
+        t.flush();
+        assert_eq!(
+            next_event(&mut t, WAIT),
+            TransportEvent::Text("over tls".into())
+        );
+        // The nonblocking rustls path under load: partial writes, large frames, order.
+        interleaved_echo(&mut t, 10_000);
+        // Steady state: the first idle polls may still shrink buffers grown by the burst.
+        for _ in 0..100 {
+            assert!(t.poll().is_none());
+            t.flush();
+        }
+        let info = allocation_counter::measure(|| {
+            for _ in 0..10_000 {
+                assert!(t.poll().is_none());
+                t.flush();
+            }
+        });
+        assert_eq!(info.count_total, 0, "{info:?}");
+    }
+
+    #[test]
+    fn tls_untrusted_cert_fails_with_tls_error_within_the_timeout() {
+        let (port, _cert) = tls_echo_server();
+        let timeout = Duration::from_secs(3);
+        let start = Instant::now();
+        // Default trust (webpki roots) does not include the self-signed certificate.
+        let mut t = Transport::connect(ConnectRequest {
+            connect_timeout: timeout,
+            ..ConnectRequest::new(wss(port))
+        });
+        match next_event(&mut t, timeout + Duration::from_secs(1)) {
+            TransportEvent::Failed(TransportError::Tls(msg)) => {
+                assert!(msg.to_lowercase().contains("certificate"), "{msg}")
+            }
+            other => panic!("expected Failed(Tls), got {other:?}"),
+        }
+        assert!(start.elapsed() < timeout, "{:?}", start.elapsed());
+        assert_silent_forever(&mut t);
+    }
+
+    #[test]
+    fn tls_to_a_plain_server_fails_cleanly() {
+        let port = echo_server();
+        let mut t = Transport::connect(ConnectRequest {
+            connect_timeout: Duration::from_secs(3),
+            ..ConnectRequest::new(wss(port))
+        });
+        match next_event(&mut t, Duration::from_secs(5)) {
+            TransportEvent::Failed(TransportError::Tls(_) | TransportError::Connect(_)) => {}
+            other => panic!("expected Failed(Tls|Connect), got {other:?}"),
+        }
+        assert_silent_forever(&mut t);
+    }
+}
