@@ -15,7 +15,10 @@ type Routes = Vec<(String, Arc<dyn Fn() -> Box<dyn Channel> + Send + Sync>)>;
 
 pub(crate) fn register(routes: &mut Routes) {
     routes.push(("echo:*".into(), Arc::new(|| Box::new(EchoChannel))));
-    routes.push(("room:*".into(), Arc::new(|| Box::new(RoomChannel::default()))));
+    routes.push((
+        "room:*".into(),
+        Arc::new(|| Box::new(RoomChannel::default())),
+    ));
     routes.push(("private:*".into(), Arc::new(|| Box::new(PrivateChannel))));
 }
 
@@ -36,7 +39,12 @@ impl Channel for EchoChannel {
         JoinResult::Ok(json!({ "joined": topic }).into())
     }
 
-    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleResult {
+    fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext,
+    ) -> HandleResult {
         match (event, payload) {
             ("echo", p) => HandleResult::Reply(Status::Ok, p),
             ("error_reply", _) => HandleResult::error(json!({"reason": "requested"})),
@@ -63,7 +71,9 @@ impl Channel for EchoChannel {
             ("burst", Payload::Json(Value::Object(m))) => {
                 let n = m.get("n").and_then(Value::as_i64);
                 let size = m.get("size").and_then(Value::as_u64);
-                let (Some(n), Some(size)) = (n, size) else { return no_clause(event) };
+                let (Some(n), Some(size)) = (n, size) else {
+                    return no_clause(event);
+                };
                 let pad = Value::String("x".repeat(size as usize));
                 for i in 1..=n {
                     let mut tick = serde_json::Map::with_capacity(2);
@@ -74,19 +84,25 @@ impl Channel for EchoChannel {
                 HandleResult::ok(json!({ "sent": n }))
             }
             ("stop", _) => HandleResult::Stop,
-            ("stop_reply", _) => HandleResult::StopWithReply(Status::Ok, json!({"bye": true}).into()),
+            ("stop_reply", _) => {
+                HandleResult::StopWithReply(Status::Ok, json!({"bye": true}).into())
+            }
             ("disconnect_me", _) => {
                 let id = ctx.socket_id().to_string();
                 ctx.server().disconnect(&id);
                 HandleResult::NoReply
             }
             ("slow", Payload::Json(Value::Object(m))) => {
-                let Some(ms) = m.get("ms").and_then(Value::as_u64) else { return no_clause(event) };
+                let Some(ms) = m.get("ms").and_then(Value::as_u64) else {
+                    return no_clause(event);
+                };
                 // Phoenix sleeps in the channel process; here the reply is scheduled instead, so
                 // the connection keeps serving other channels and heartbeats meanwhile.
                 let reply = ctx.reply_handle();
                 let payload = Value::Object(m);
-                ctx.server().run_after(Duration::from_millis(ms), move || reply.reply(Status::Ok, payload));
+                ctx.server().run_after(Duration::from_millis(ms), move || {
+                    reply.reply(Status::Ok, payload)
+                });
                 HandleResult::NoReply
             }
             // The Phoenix 1.8 reference app's echo channel: the auth token connect/3 got.
@@ -110,7 +126,9 @@ impl Channel for RoomChannel {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::Bool(b)) => b.to_string(),
-            Some(Value::Null) | None => format!("anon-{}", ANON.fetch_add(1, Ordering::Relaxed) + 1),
+            Some(Value::Null) | None => {
+                format!("anon-{}", ANON.fetch_add(1, Ordering::Relaxed) + 1)
+            }
             // to_string/1 of a map raises: the join crashes.
             Some(_) => return JoinResult::Error(json!({"reason": "join crashed"}).into()),
         };
@@ -129,7 +147,12 @@ impl Channel for RoomChannel {
         HandleResult::NoReply
     }
 
-    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleResult {
+    fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext,
+    ) -> HandleResult {
         match (event, payload) {
             ("shout", p) => {
                 ctx.broadcast("shout", p);
@@ -154,12 +177,19 @@ pub struct PrivateChannel;
 impl Channel for PrivateChannel {
     fn join(&mut self, topic: &str, payload: Payload, _ctx: &mut ChannelContext) -> JoinResult {
         match payload.as_json().and_then(|p| p.get("password")) {
-            Some(Value::String(p)) if p == "secret" => JoinResult::Ok(json!({ "joined": topic }).into()),
+            Some(Value::String(p)) if p == "secret" => {
+                JoinResult::Ok(json!({ "joined": topic }).into())
+            }
             _ => JoinResult::Error(json!({"reason": "unauthorized"}).into()),
         }
     }
 
-    fn handle_in(&mut self, event: &str, payload: Payload, _ctx: &mut ChannelContext) -> HandleResult {
+    fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        _ctx: &mut ChannelContext,
+    ) -> HandleResult {
         match event {
             "echo" => HandleResult::Reply(Status::Ok, payload),
             _ => no_clause(event),

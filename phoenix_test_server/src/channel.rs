@@ -151,7 +151,12 @@ pub trait Channel: Send + 'static {
 
     /// `handle_in/3`: an event pushed by the client. Return [`HandleResult::Crash`] for events you
     /// do not handle (Elixir's FunctionClauseError).
-    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleResult;
+    fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext,
+    ) -> HandleResult;
 
     /// `handle_info/2`: a message from [`ChannelContext::send_self`], [`ChannelContext::send_after`]
     /// or [`ServerHandle::send_info`].
@@ -208,19 +213,29 @@ impl ChannelContext {
     /// `push/3`: sends `[join_ref, null, topic, event, payload]` (or a kind-0 binary frame) to
     /// this client.
     pub fn push(&mut self, event: &str, payload: impl Into<Payload>) {
-        let enc = serializer::push(self.conn.ser, &self.join_ref, &self.topic, event, &payload.into());
+        let enc = serializer::push(
+            self.conn.ser,
+            &self.join_ref,
+            &self.topic,
+            event,
+            &payload.into(),
+        );
         self.conn.send_encoded(enc);
     }
 
     /// `broadcast!/3`: sends `[null, null, topic, event, payload]` to every subscriber of the
     /// topic on this server, this client included (before this callback's reply).
     pub fn broadcast(&mut self, event: &str, payload: impl Into<Payload>) {
-        self.shared.pubsub.broadcast(&self.topic, event, &payload.into(), None);
+        self.shared
+            .pubsub
+            .broadcast(&self.topic, event, &payload.into(), None);
     }
 
     /// `broadcast_from!/3`: like [`broadcast`](Self::broadcast) but not to this channel.
     pub fn broadcast_from(&mut self, event: &str, payload: impl Into<Payload>) {
-        self.shared.pubsub.broadcast(&self.topic, event, &payload.into(), Some(self.chan_id));
+        self.shared
+            .pubsub
+            .broadcast(&self.topic, event, &payload.into(), Some(self.chan_id));
     }
 
     /// `socket_ref/1`: a handle to reply to the push being handled later, from any thread
@@ -262,12 +277,16 @@ impl ChannelContext {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        self.shared.presence.track(&self.shared.pubsub, &self.topic, self.chan_id, key, meta)
+        self.shared
+            .presence
+            .track(&self.shared.pubsub, &self.topic, self.chan_id, key, meta)
     }
 
     /// `Presence.untrack/2`: removes this channel's presences for `key` (leaves diff).
     pub fn untrack(&mut self, key: &str) {
-        self.shared.presence.untrack(&self.shared.pubsub, &self.topic, self.chan_id, Some(key));
+        self.shared
+            .presence
+            .untrack(&self.shared.pubsub, &self.topic, self.chan_id, Some(key));
     }
 
     /// `Presence.list/1`: `{key: {"metas": [...]}}` for this topic.
@@ -277,7 +296,9 @@ impl ChannelContext {
 
     /// A handle on the whole server (broadcast to any topic, disconnect a socket id, timers).
     pub fn server(&self) -> ServerHandle {
-        ServerHandle { shared: self.shared.clone() }
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -310,5 +331,8 @@ impl ReplyHandle {
 
 /// Unix time in seconds (presence `online_at`).
 pub fn unix_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

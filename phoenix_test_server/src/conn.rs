@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::channel::{Channel, ChannelContext, HandleResult, JoinResult, Status, TerminateReason};
-use crate::server::{FaultState, PhoenixVersion, Shared, lock};
 use crate::serializer::{self, Encoded, Message, Payload, Serializer, Topic, Unencodable};
+use crate::server::{FaultState, PhoenixVersion, Shared, lock};
 use crate::ws::{self, FrameReader, Incoming, ReadError};
 
 /// How long a closing side waits for the peer's close reply before dropping TCP.
@@ -34,7 +34,11 @@ pub(crate) enum Data {
 
 /// An item of the writer's queue.
 pub(crate) enum Out {
-    Frame { binary: bool, data: Data, not_before: Option<Instant> },
+    Frame {
+        binary: bool,
+        data: Data,
+        not_before: Option<Instant>,
+    },
     Pong(Vec<u8>),
     /// Send a close frame, then end the connection.
     Close(u16, String),
@@ -77,7 +81,10 @@ pub(crate) struct Conn {
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn").field("id", &self.id).field("socket_id", &self.socket_id).finish()
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("socket_id", &self.socket_id)
+            .finish()
     }
 }
 
@@ -167,7 +174,9 @@ pub(crate) fn run(shared: &Arc<Shared>, conn_id: u64, stream: TcpStream, acc: Ac
         tcp,
         faults: shared.fault_state.clone(),
     });
-    let Ok(write_half) = stream.try_clone() else { return };
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
     let _ = write_half.set_write_timeout(Some(shared.config.send_timeout));
     let writer = {
         let conn = conn.clone();
@@ -194,7 +203,9 @@ fn writer_loop(shared: &Shared, conn: &Conn, rx: Receiver<Out>, stream: TcpStrea
     let mut w = BufWriter::with_capacity(64 * 1024, stream);
     let (mut gen_seen, mut remaining) = faults.close_after();
     let close = |w: &mut BufWriter<TcpStream>, code: u16, reason: &str| {
-        let ok = ws::write_close(w, code, reason).and_then(|_| w.flush()).is_ok();
+        let ok = ws::write_close(w, code, reason)
+            .and_then(|_| w.flush())
+            .is_ok();
         conn.closing.store(true, Ordering::SeqCst);
         if ok {
             let _ = w.get_ref().shutdown(Shutdown::Write);
@@ -221,7 +232,11 @@ fn writer_loop(shared: &Shared, conn: &Conn, rx: Receiver<Out>, stream: TcpStrea
             Err(TryRecvError::Disconnected) => return,
         };
         match msg {
-            Out::Frame { binary, data, not_before } => {
+            Out::Frame {
+                binary,
+                data,
+                not_before,
+            } => {
                 if let Some(t) = not_before {
                     let now = Instant::now();
                     if t > now {
@@ -371,8 +386,17 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
     }
 }
 
-fn send_reply(conn: &Conn, join_ref: &Value, ref_: &Value, topic: Topic<'_>, status: &str, p: &Payload) {
-    conn.send_encoded(serializer::reply(conn.ser, join_ref, ref_, topic, status, p));
+fn send_reply(
+    conn: &Conn,
+    join_ref: &Value,
+    ref_: &Value,
+    topic: Topic<'_>,
+    status: &str,
+    p: &Payload,
+) {
+    conn.send_encoded(serializer::reply(
+        conn.ser, join_ref, ref_, topic, status, p,
+    ));
 }
 
 fn error_reason(reason: &str) -> Payload {
@@ -385,7 +409,14 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, conn: &Arc<Conn>, msg: Message) {
     let event = msg.event.as_str();
     if topic.as_deref() == Some("phoenix") && event == Some("heartbeat") {
         if shared.fault_state.answer_heartbeats.load(Ordering::Relaxed) {
-            send_reply(conn, &Value::Null, &msg.ref_, Topic::Str("phoenix"), "ok", &Payload::empty());
+            send_reply(
+                conn,
+                &Value::Null,
+                &msg.ref_,
+                Topic::Str("phoenix"),
+                "ok",
+                &Payload::empty(),
+            );
         }
         return;
     }
@@ -393,7 +424,9 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, conn: &Arc<Conn>, msg: Message) {
     match (topic, event) {
         (Some(t), Some("phx_join")) => join(shared, conn, &mut st, &t, msg),
         (Some(t), _) if st.channels.contains_key(&t) => {
-            let Some(slot) = st.channels.get(&t) else { return };
+            let Some(slot) = st.channels.get(&t) else {
+                return;
+            };
             if shared.config.version == PhoenixVersion::V1_8
                 && !msg.join_ref.is_null()
                 && msg.join_ref != slot.join_ref
@@ -401,21 +434,44 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, conn: &Arc<Conn>, msg: Message) {
                 return; // 1.8: a push for another join of this topic is dropped
             }
             if event == Some("phx_leave") {
-                let Some(slot) = st.channels.remove(&t) else { return };
+                let Some(slot) = st.channels.remove(&t) else {
+                    return;
+                };
                 shared.pubsub.unsubscribe(&t, slot.id);
                 let jr = slot.join_ref.clone();
-                send_reply(conn, &jr, &msg.ref_, Topic::Str(&t), "ok", &Payload::empty());
+                send_reply(
+                    conn,
+                    &jr,
+                    &msg.ref_,
+                    Topic::Str(&t),
+                    "ok",
+                    &Payload::empty(),
+                );
                 finish_channel(shared, conn, slot, End::Close, TerminateReason::Left);
             } else {
                 handle_in(shared, conn, &mut st, &t, msg);
             }
         }
         (_, Some("phx_leave")) => {
-            send_reply(conn, &msg.join_ref, &msg.ref_, Topic::Raw(&msg.topic), "ok", &Payload::empty());
+            send_reply(
+                conn,
+                &msg.join_ref,
+                &msg.ref_,
+                Topic::Raw(&msg.topic),
+                "ok",
+                &Payload::empty(),
+            );
         }
         _ => {
             let p = error_reason("unmatched topic");
-            send_reply(conn, &Value::Null, &msg.ref_, Topic::Raw(&msg.topic), "error", &p);
+            send_reply(
+                conn,
+                &Value::Null,
+                &msg.ref_,
+                Topic::Raw(&msg.topic),
+                "error",
+                &p,
+            );
         }
     }
 }
@@ -445,7 +501,14 @@ fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
 fn join(shared: &Arc<Shared>, conn: &Arc<Conn>, st: &mut ConnState, topic: &str, msg: Message) {
     let Some(factory) = shared.config.route(topic) else {
         let p = error_reason("unmatched topic");
-        send_reply(conn, &Value::Null, &msg.ref_, Topic::Str(topic), "error", &p);
+        send_reply(
+            conn,
+            &Value::Null,
+            &msg.ref_,
+            Topic::Str(topic),
+            "error",
+            &p,
+        );
         return;
     };
     // Duplicate join: the old channel is shut down first; its phx_close follows the new reply.
@@ -455,7 +518,14 @@ fn join(shared: &Arc<Shared>, conn: &Arc<Conn>, st: &mut ConnState, topic: &str,
     }
     if old.is_none() && st.channels.len() >= shared.config.max_channels {
         let p = error_reason("too many channels joined");
-        send_reply(conn, &msg.join_ref, &msg.ref_, Topic::Str(topic), "error", &p);
+        send_reply(
+            conn,
+            &msg.join_ref,
+            &msg.ref_,
+            Topic::Str(topic),
+            "error",
+            &p,
+        );
         return;
     }
     let slot = Slot {
@@ -467,23 +537,46 @@ fn join(shared: &Arc<Shared>, conn: &Arc<Conn>, st: &mut ConnState, topic: &str,
     let mut slot = slot;
     let mut ctx = context(shared, conn, &slot, msg.ref_.clone());
     let payload = msg.payload;
-    let result = catch_unwind(AssertUnwindSafe(|| slot.handler.join(topic, payload, &mut ctx)));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        slot.handler.join(topic, payload, &mut ctx)
+    }));
     let infos = std::mem::take(&mut ctx.infos);
     let joined = match result {
         Ok(JoinResult::Ok(reply)) => {
             shared.pubsub.subscribe(topic, slot.id, conn.clone());
-            send_reply(conn, &msg.join_ref, &msg.ref_, Topic::Str(topic), "ok", &reply);
+            send_reply(
+                conn,
+                &msg.join_ref,
+                &msg.ref_,
+                Topic::Str(topic),
+                "ok",
+                &reply,
+            );
             let id = slot.id;
             st.channels.insert(topic.to_string(), slot);
             Some(id)
         }
         Ok(JoinResult::Error(reply)) => {
-            send_reply(conn, &msg.join_ref, &msg.ref_, Topic::Str(topic), "error", &reply);
+            send_reply(
+                conn,
+                &msg.join_ref,
+                &msg.ref_,
+                Topic::Str(topic),
+                "error",
+                &reply,
+            );
             None
         }
         Err(_) => {
             let p = error_reason("join crashed");
-            send_reply(conn, &msg.join_ref, &msg.ref_, Topic::Str(topic), "error", &p);
+            send_reply(
+                conn,
+                &msg.join_ref,
+                &msg.ref_,
+                Topic::Str(topic),
+                "error",
+                &p,
+            );
             None
         }
     };
@@ -495,14 +588,24 @@ fn join(shared: &Arc<Shared>, conn: &Arc<Conn>, st: &mut ConnState, topic: &str,
     }
 }
 
-fn handle_in(shared: &Arc<Shared>, conn: &Arc<Conn>, st: &mut ConnState, topic: &str, msg: Message) {
-    let Some(slot) = st.channels.get_mut(topic) else { return };
+fn handle_in(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    st: &mut ConnState,
+    topic: &str,
+    msg: Message,
+) {
+    let Some(slot) = st.channels.get_mut(topic) else {
+        return;
+    };
     let id = slot.id;
     let mut ctx = context(shared, conn, slot, msg.ref_.clone());
     let result = match msg.event.as_str() {
         Some(event) => {
             let payload = msg.payload;
-            match catch_unwind(AssertUnwindSafe(|| slot.handler.handle_in(event, payload, &mut ctx))) {
+            match catch_unwind(AssertUnwindSafe(|| {
+                slot.handler.handle_in(event, payload, &mut ctx)
+            })) {
                 Ok(r) => r,
                 Err(e) => HandleResult::Crash(panic_text(e)),
             }
@@ -524,7 +627,9 @@ pub(crate) fn deliver_info(
     msg: Value,
 ) {
     let mut st = lock(&conn.state);
-    let Some(slot) = st.channels.get(topic) else { return };
+    let Some(slot) = st.channels.get(topic) else {
+        return;
+    };
     let id = slot.id;
     if chan_id.is_some_and(|c| c != id) {
         return;
@@ -541,17 +646,29 @@ fn run_infos(
     mut infos: VecDeque<Value>,
 ) {
     while let Some(msg) = infos.pop_front() {
-        let Some(slot) = st.channels.get_mut(topic) else { return };
+        let Some(slot) = st.channels.get_mut(topic) else {
+            return;
+        };
         if slot.id != chan_id {
             return;
         }
         let mut ctx = context(shared, conn, slot, Value::Null);
-        let result = match catch_unwind(AssertUnwindSafe(|| slot.handler.handle_info(msg, &mut ctx))) {
-            Ok(r) => r,
-            Err(e) => HandleResult::Crash(panic_text(e)),
-        };
+        let result =
+            match catch_unwind(AssertUnwindSafe(|| slot.handler.handle_info(msg, &mut ctx))) {
+                Ok(r) => r,
+                Err(e) => HandleResult::Crash(panic_text(e)),
+            };
         infos.extend(ctx.infos.drain(..));
-        apply(shared, conn, st, topic, chan_id, &Value::Null, false, result);
+        apply(
+            shared,
+            conn,
+            st,
+            topic,
+            chan_id,
+            &Value::Null,
+            false,
+            result,
+        );
     }
 }
 
@@ -567,14 +684,23 @@ fn apply(
     can_reply: bool,
     result: HandleResult,
 ) {
-    let Some(slot) = st.channels.get(topic) else { return };
+    let Some(slot) = st.channels.get(topic) else {
+        return;
+    };
     if slot.id != chan_id {
         return;
     }
     let join_ref = slot.join_ref.clone();
     let reply = |status: &Status, p: &Payload| {
         if can_reply {
-            send_reply(conn, &join_ref, msg_ref, Topic::Str(topic), status.as_str(), p);
+            send_reply(
+                conn,
+                &join_ref,
+                msg_ref,
+                Topic::Str(topic),
+                status.as_str(),
+                p,
+            );
         }
     };
     let (end, reason) = match result {
@@ -608,7 +734,13 @@ enum End {
 
 /// Ends a channel already removed from the state and unsubscribed: announce, untrack presences
 /// (leaves diff), call `terminate`.
-fn finish_channel(shared: &Arc<Shared>, conn: &Arc<Conn>, mut slot: Slot, end: End, reason: TerminateReason) {
+fn finish_channel(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    mut slot: Slot,
+    end: End,
+    reason: TerminateReason,
+) {
     let jr = slot.join_ref.clone();
     match end {
         End::Close => conn.send_encoded(Ok(serializer::message(
@@ -624,13 +756,24 @@ fn finish_channel(shared: &Arc<Shared>, conn: &Arc<Conn>, mut slot: Slot, end: E
                 PhoenixVersion::V1_7 => json!({}),
                 PhoenixVersion::V1_8 => json!({"reason": "channel_crash"}),
             };
-            conn.send_encoded(Ok(serializer::message(conn.ser, &jr, &jr, &slot.topic, "phx_error", &payload)))
+            conn.send_encoded(Ok(serializer::message(
+                conn.ser,
+                &jr,
+                &jr,
+                &slot.topic,
+                "phx_error",
+                &payload,
+            )))
         }
         End::Silent => {}
     }
-    shared.presence.untrack(&shared.pubsub, &slot.topic, slot.id, None);
+    shared
+        .presence
+        .untrack(&shared.pubsub, &slot.topic, slot.id, None);
     let mut ctx = context(shared, conn, &slot, Value::Null);
-    let _ = catch_unwind(AssertUnwindSafe(|| slot.handler.terminate(&reason, &mut ctx)));
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        slot.handler.terminate(&reason, &mut ctx)
+    }));
 }
 
 /// The websocket is gone: end every channel without telling the client.

@@ -28,10 +28,17 @@ pub(crate) struct Request {
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
     fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -58,7 +65,10 @@ pub(crate) fn read_request(stream: &mut impl Read) -> io::Result<Option<Request>
                     .headers
                     .iter()
                     .map(|h| {
-                        (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned())
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
                     })
                     .collect();
                 return Ok(Some(Request {
@@ -70,7 +80,12 @@ pub(crate) fn read_request(stream: &mut impl Read) -> io::Result<Option<Request>
                 }));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "bad HTTP request")),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "bad HTTP request",
+                ));
+            }
         }
     }
 }
@@ -113,7 +128,10 @@ fn percent_decode(s: &str) -> String {
 
 /// The current time as an HTTP date (`Thu, 26 Nov 2026 10:03:31 GMT`).
 pub(crate) fn http_date() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
@@ -129,8 +147,9 @@ pub(crate) fn http_date() -> String {
     let year = yoe + era * 400 + i64::from(month <= 2);
     let weekday = (days + 4).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
     const WD: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MON: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
         WD[weekday],
@@ -173,7 +192,11 @@ impl Response {
             headers.push(("content-type", ct.to_string()));
         }
         headers.push(("cache-control", CACHE_CONTROL.to_string()));
-        Response { status, headers, body: body.to_vec() }
+        Response {
+            status,
+            headers,
+            body: body.to_vec(),
+        }
     }
 
     pub(crate) fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
@@ -220,7 +243,10 @@ pub(crate) struct Subprotocols {
 }
 
 fn split_list(s: &str) -> Vec<&str> {
-    s.split(',').map(str::trim).filter(|e| !e.is_empty()).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect()
 }
 
 /// Phoenix 1.8's `maybe_auth_token_from_header` + the subprotocol list it leaves behind.
@@ -231,8 +257,9 @@ pub(crate) fn parse_subprotocols(lines: &[&str]) -> Result<Subprotocols, ()> {
     let mut token = None;
     if let Some(first) = lines.first().cloned() {
         let entries = split_list(&first);
-        let (bearers, rest): (Vec<&str>, Vec<&str>) =
-            entries.iter().partition(|e| e.starts_with(AUTH_TOKEN_PREFIX));
+        let (bearers, rest): (Vec<&str>, Vec<&str>) = entries
+            .iter()
+            .partition(|e| e.starts_with(AUTH_TOKEN_PREFIX));
         if let [bearer] = bearers.as_slice() {
             let encoded = &bearer[AUTH_TOKEN_PREFIX.len()..];
             // Base.decode64!(t, padding: false): unpadded, or with exactly the right padding.
@@ -254,15 +281,25 @@ pub(crate) fn parse_subprotocols(lines: &[&str]) -> Result<Subprotocols, ()> {
             }
         }
     }
-    let phoenix = lines.first().map(|l| split_list(l).contains(&"phoenix")).unwrap_or(false);
-    Ok(Subprotocols { token, phoenix, any_left: !lines.is_empty() })
+    let phoenix = lines
+        .first()
+        .map(|l| split_list(l).contains(&"phoenix"))
+        .unwrap_or(false);
+    Ok(Subprotocols {
+        token,
+        phoenix,
+        any_left: !lines.is_empty(),
+    })
 }
 
 /// Serializer negotiation: `~> 1.0.0` (and a missing vsn) is V1, `~> 2.0.0` is V2, else refused.
 pub(crate) fn negotiate(vsn: Option<&str>) -> Option<Serializer> {
     let vsn = vsn.unwrap_or("1.0.0");
     let parts: Vec<&str> = vsn.split('.').collect();
-    if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    if parts.len() != 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
     {
         return None;
     }
@@ -276,7 +313,11 @@ pub(crate) fn negotiate(vsn: Option<&str>) -> Option<Serializer> {
 /// Bandit's upgrade validation; `Err` is the 400 body.
 pub(crate) fn validate_upgrade(req: &Request) -> Result<String, String> {
     let list = |name: &str| -> Vec<String> {
-        req.header_values(name).iter().flat_map(|v| split_list(v)).map(str::to_string).collect()
+        req.header_values(name)
+            .iter()
+            .flat_map(|v| split_list(v))
+            .map(str::to_string)
+            .collect()
     };
     let got = |v: Vec<String>| {
         let quoted: Vec<String> = v.iter().map(|s| format!("\"{s}\"")).collect();
@@ -287,15 +328,24 @@ pub(crate) fn validate_upgrade(req: &Request) -> Result<String, String> {
     }
     let connection = list("connection");
     if !connection.iter().any(|c| c.eq_ignore_ascii_case("upgrade")) {
-        return Err(format!("'connection' header must contain 'upgrade', got {}", got(connection)));
+        return Err(format!(
+            "'connection' header must contain 'upgrade', got {}",
+            got(connection)
+        ));
     }
     let upgrade = list("upgrade");
     if !upgrade.iter().any(|c| c.eq_ignore_ascii_case("websocket")) {
-        return Err(format!("'upgrade' header must contain 'websocket', got {}", got(upgrade)));
+        return Err(format!(
+            "'upgrade' header must contain 'websocket', got {}",
+            got(upgrade)
+        ));
     }
     let version = list("sec-websocket-version");
     if version != ["13"] {
-        return Err(format!("'sec-websocket-version' header must equal '13', got {}", got(version)));
+        return Err(format!(
+            "'sec-websocket-version' header must equal '13', got {}",
+            got(version)
+        ));
     }
     match req.header("sec-websocket-key") {
         Some(k) if !k.trim().is_empty() => Ok(k.trim().to_string()),
@@ -344,26 +394,63 @@ mod tests {
         let ok = p(&["phoenix, base64url.bearer.phx.Z29vZC10b2tlbg"]).unwrap();
         assert_eq!(ok.token.as_deref(), Some("good-token"));
         assert!(ok.phoenix);
-        assert_eq!(p(&["base64url.bearer.phx.Z29vZC10b2tlbg, phoenix"]).unwrap(), ok);
-        assert_eq!(p(&["phoenix, base64url.bearer.phx.Z29vZC10b2tlbg=="]).unwrap(), ok);
+        assert_eq!(
+            p(&["base64url.bearer.phx.Z29vZC10b2tlbg, phoenix"]).unwrap(),
+            ok
+        );
+        assert_eq!(
+            p(&["phoenix, base64url.bearer.phx.Z29vZC10b2tlbg=="]).unwrap(),
+            ok
+        );
         let only = p(&["base64url.bearer.phx.Z29vZC10b2tlbg"]).unwrap();
-        assert_eq!((only.token.as_deref(), only.phoenix, only.any_left), (Some("good-token"), false, false));
-        assert_eq!(p(&["phoenix, base64url.bearer.phx."]).unwrap().token.as_deref(), Some(""));
-        let two = p(&["phoenix, base64url.bearer.phx.Z29vZC10b2tlbg, base64url.bearer.phx.YmFk"]).unwrap();
+        assert_eq!(
+            (only.token.as_deref(), only.phoenix, only.any_left),
+            (Some("good-token"), false, false)
+        );
+        assert_eq!(
+            p(&["phoenix, base64url.bearer.phx."])
+                .unwrap()
+                .token
+                .as_deref(),
+            Some("")
+        );
+        let two = p(&["phoenix, base64url.bearer.phx.Z29vZC10b2tlbg, base64url.bearer.phx.YmFk"])
+            .unwrap();
         assert_eq!((two.token, two.phoenix), (None, true));
         let sep = p(&["phoenix", "base64url.bearer.phx.Z29vZC10b2tlbg"]).unwrap();
         assert_eq!((sep.token, sep.phoenix), (None, true));
         let rev = p(&["base64url.bearer.phx.Z29vZC10b2tlbg", "phoenix"]).unwrap();
-        assert_eq!((rev.token.as_deref(), rev.phoenix), (Some("good-token"), true));
+        assert_eq!(
+            (rev.token.as_deref(), rev.phoenix),
+            (Some("good-token"), true)
+        );
         let case = p(&["phoenix, Base64url.Bearer.Phx.Z29vZC10b2tlbg"]).unwrap();
         assert_eq!((case.token, case.phoenix), (None, true));
-        assert_eq!(p(&["phoenix, base64url.bearer.phx.Pz8+"]).unwrap().token.as_deref(), Some("??>"));
-        assert_eq!(p(&["phoenix, base64url.bearer.phx.Pz8/"]).unwrap().token.as_deref(), Some("???"));
+        assert_eq!(
+            p(&["phoenix, base64url.bearer.phx.Pz8+"])
+                .unwrap()
+                .token
+                .as_deref(),
+            Some("??>")
+        );
+        assert_eq!(
+            p(&["phoenix, base64url.bearer.phx.Pz8/"])
+                .unwrap()
+                .token
+                .as_deref(),
+            Some("???")
+        );
         for bad in ["Pz8-", "Pz8_", "-_8", "Z29vZC10b2tlb", "Z29vZC10b2tlbg="] {
-            assert!(p(&[&format!("phoenix, base64url.bearer.phx.{bad}")]).is_err(), "{bad}");
+            assert!(
+                p(&[&format!("phoenix, base64url.bearer.phx.{bad}")]).is_err(),
+                "{bad}"
+            );
         }
         let none = p(&[]).unwrap();
-        assert_eq!((none.token, none.phoenix, none.any_left), (None, false, false));
+        assert_eq!(
+            (none.token, none.phoenix, none.any_left),
+            (None, false, false)
+        );
         let foo = p(&["foo"]).unwrap();
         assert_eq!((foo.phoenix, foo.any_left), (false, true));
     }

@@ -43,11 +43,12 @@ mod ws;
 
 pub use builtin::{EchoChannel, PrivateChannel, RoomChannel};
 pub use channel::{
-    Channel, ChannelContext, HandleResult, JoinResult, ReplyHandle, Status, TerminateReason, unix_seconds,
+    Channel, ChannelContext, HandleResult, JoinResult, ReplyHandle, Status, TerminateReason,
+    unix_seconds,
 };
 pub use http::decode_query;
 pub use serializer::Payload;
 pub use server::{
-    ConnectInfo, Faults, PhoenixVersion, Refusal, ServerBuilder, ServerHandle, TestServer, default_connect_check,
-    start,
+    ConnectInfo, Faults, PhoenixVersion, Refusal, ServerBuilder, ServerHandle, TestServer,
+    default_connect_check, start,
 };

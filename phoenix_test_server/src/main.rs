@@ -29,12 +29,18 @@ fn parse() -> Result<Option<phoenix_test_server::ServerBuilder>, String> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        let number = |name: &str, v: String| v.parse::<u64>().map_err(|_| format!("{name}: not a number: {v}"));
+        let number = |name: &str, v: String| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{name}: not a number: {v}"))
+        };
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
             "--port" => {
                 let v = value("--port")?;
-                b = b.port(u16::try_from(number("--port", v)?).map_err(|_| "--port: too large".to_string())?);
+                b = b.port(
+                    u16::try_from(number("--port", v)?)
+                        .map_err(|_| "--port: too large".to_string())?,
+                );
             }
             "--idle-timeout-ms" => {
                 let v = value("--idle-timeout-ms")?;
@@ -53,7 +59,11 @@ fn parse() -> Result<Option<phoenix_test_server::ServerBuilder>, String> {
                 b = match value("--phoenix-version")?.as_str() {
                     "1.7" => b.phoenix_version(PhoenixVersion::V1_7),
                     "1.8" => b.phoenix_version(PhoenixVersion::V1_8),
-                    other => return Err(format!("--phoenix-version: expected 1.7 or 1.8, got {other}")),
+                    other => {
+                        return Err(format!(
+                            "--phoenix-version: expected 1.7 or 1.8, got {other}"
+                        ));
+                    }
                 };
             }
             other => return Err(format!("unknown argument {other}")),

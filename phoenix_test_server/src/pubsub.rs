@@ -23,7 +23,10 @@ pub(crate) struct PubSub {
 
 impl PubSub {
     pub(crate) fn subscribe(&self, topic: &str, chan_id: u64, conn: Arc<Conn>) {
-        write(&self.topics).entry(topic.to_string()).or_default().push((chan_id, conn));
+        write(&self.topics)
+            .entry(topic.to_string())
+            .or_default()
+            .push((chan_id, conn));
     }
 
     pub(crate) fn unsubscribe(&self, topic: &str, chan_id: u64) {
@@ -38,9 +41,17 @@ impl PubSub {
 
     /// Sends `[null, null, topic, event, payload]` (or a kind-2 frame) to every subscriber except
     /// the channel `except`. Encoded once per serializer ("fastlane").
-    pub(crate) fn broadcast(&self, topic: &str, event: &str, payload: &Payload, except: Option<u64>) {
+    pub(crate) fn broadcast(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: &Payload,
+        except: Option<u64>,
+    ) {
         let topics = read(&self.topics);
-        let Some(subs) = topics.get(topic) else { return };
+        let Some(subs) = topics.get(topic) else {
+            return;
+        };
         let mut v2: Option<Result<Arc<Encoded>, Unencodable>> = None;
         let mut v1: Option<Result<Arc<Encoded>, Unencodable>> = None;
         for (id, conn) in subs {
@@ -51,8 +62,9 @@ impl PubSub {
                 Serializer::V2 => &mut v2,
                 Serializer::V1 => &mut v1,
             };
-            let enc =
-                slot.get_or_insert_with(|| serializer::broadcast(conn.ser, topic, event, payload).map(Arc::new));
+            let enc = slot.get_or_insert_with(|| {
+                serializer::broadcast(conn.ser, topic, event, payload).map(Arc::new)
+            });
             match enc {
                 Ok(e) => conn.send_shared(e),
                 Err(_) => conn.close(1011, ""),
@@ -126,7 +138,11 @@ impl Presence {
         let phx_ref = self.new_ref();
         meta.insert("phx_ref".to_string(), Value::String(phx_ref.clone()));
         let mut topics = lock(&self.topics);
-        let entry = Entry { key: key.to_string(), chan_id, meta };
+        let entry = Entry {
+            key: key.to_string(),
+            chan_id,
+            meta,
+        };
         let diff = json!({ "joins": group(&[&entry]), "leaves": {} });
         topics.entry(topic.to_string()).or_default().push(entry);
         pubsub.broadcast(topic, "presence_diff", &Payload::Json(diff), None);
@@ -136,7 +152,9 @@ impl Presence {
     /// Removes the channel's presences (all keys, or one) and broadcasts the leaves diff.
     pub(crate) fn untrack(&self, pubsub: &PubSub, topic: &str, chan_id: u64, key: Option<&str>) {
         let mut topics = lock(&self.topics);
-        let Some(entries) = topics.get_mut(topic) else { return };
+        let Some(entries) = topics.get_mut(topic) else {
+            return;
+        };
         let (gone, kept): (Vec<Entry>, Vec<Entry>) = std::mem::take(entries)
             .into_iter()
             .partition(|e| e.chan_id == chan_id && key.is_none_or(|k| k == e.key));

@@ -105,7 +105,13 @@ pub(crate) fn decode_text(ser: Serializer, data: &[u8]) -> Result<Message, Malfo
                 let topic = next();
                 let event = next();
                 let payload = Payload::Json(next());
-                Ok(Message { join_ref, ref_, topic, event, payload })
+                Ok(Message {
+                    join_ref,
+                    ref_,
+                    topic,
+                    event,
+                    payload,
+                })
             }
             _ => Err(Malformed("expected a JSON array of at least 5 elements")),
         },
@@ -117,7 +123,13 @@ pub(crate) fn decode_text(ser: Serializer, data: &[u8]) -> Result<Message, Malfo
                 let payload = take("payload")?;
                 let ref_ = take("ref")?;
                 let join_ref = map.remove("join_ref").unwrap_or(Value::Null);
-                Ok(Message { join_ref, ref_, topic, event, payload: Payload::Json(payload) })
+                Ok(Message {
+                    join_ref,
+                    ref_,
+                    topic,
+                    event,
+                    payload: Payload::Json(payload),
+                })
             }
             _ => Err(Malformed("V1 expects a JSON object")),
         },
@@ -132,7 +144,12 @@ pub(crate) fn decode_binary(ser: Serializer, data: &[u8]) -> Result<Message, Mal
     if data.len() < 5 || data[0] != 0 {
         return Err(Malformed("binary frame: unknown kind or too short"));
     }
-    let sizes = [data[1] as usize, data[2] as usize, data[3] as usize, data[4] as usize];
+    let sizes = [
+        data[1] as usize,
+        data[2] as usize,
+        data[3] as usize,
+        data[4] as usize,
+    ];
     let total: usize = 5 + sizes.iter().sum::<usize>();
     if data.len() < total {
         return Err(Malformed("binary frame truncated"));
@@ -147,7 +164,13 @@ pub(crate) fn decode_binary(ser: Serializer, data: &[u8]) -> Result<Message, Mal
     let ref_ = field(sizes[1]);
     let topic = field(sizes[2]);
     let event = field(sizes[3]);
-    Ok(Message { join_ref, ref_, topic, event, payload: Payload::Binary(data[total..].to_vec()) })
+    Ok(Message {
+        join_ref,
+        ref_,
+        topic,
+        event,
+        payload: Payload::Binary(data[total..].to_vec()),
+    })
 }
 
 fn json(out: &mut Vec<u8>, v: &Value) {
@@ -206,7 +229,10 @@ impl Topic<'_> {
 /// The payload part of an outgoing JSON frame.
 enum Body<'a> {
     Value(&'a Value),
-    Reply { status: &'a str, response: &'a Value },
+    Reply {
+        status: &'a str,
+        response: &'a Value,
+    },
 }
 
 impl Body<'_> {
@@ -260,7 +286,10 @@ fn text_frame(
             out.push(b'}');
         }
     }
-    Encoded { binary: false, data: out }
+    Encoded {
+        binary: false,
+        data: out,
+    }
 }
 
 /// `phx_reply` to a push: `[join_ref, ref, topic, "phx_reply", {"response": .., "status": ..}]`, or
@@ -280,7 +309,10 @@ pub(crate) fn reply(
             ref_,
             topic,
             "phx_reply",
-            Body::Reply { status, response: v },
+            Body::Reply {
+                status,
+                response: v,
+            },
         )),
         Payload::Binary(data) => {
             if ser == Serializer::V1 {
@@ -293,7 +325,10 @@ pub(crate) fn reply(
             push_field(&mut out, 3, topic.text().as_bytes())?;
             push_field(&mut out, 4, status.as_bytes())?;
             out.extend_from_slice(data);
-            Ok(Encoded { binary: true, data: out })
+            Ok(Encoded {
+                binary: true,
+                data: out,
+            })
         }
     }
 }
@@ -307,9 +342,14 @@ pub(crate) fn push(
     payload: &Payload,
 ) -> Result<Encoded, Unencodable> {
     match payload {
-        Payload::Json(v) => {
-            Ok(text_frame(ser, join_ref, &Value::Null, Topic::Str(topic), event, Body::Value(v)))
-        }
+        Payload::Json(v) => Ok(text_frame(
+            ser,
+            join_ref,
+            &Value::Null,
+            Topic::Str(topic),
+            event,
+            Body::Value(v),
+        )),
         Payload::Binary(data) => {
             if ser == Serializer::V1 {
                 return Err(Unencodable("binary payload on a V1 connection"));
@@ -320,7 +360,10 @@ pub(crate) fn push(
             push_field(&mut out, 2, topic.as_bytes())?;
             push_field(&mut out, 3, event.as_bytes())?;
             out.extend_from_slice(data);
-            Ok(Encoded { binary: true, data: out })
+            Ok(Encoded {
+                binary: true,
+                data: out,
+            })
         }
     }
 }
@@ -350,7 +393,10 @@ pub(crate) fn broadcast(
             push_field(&mut out, 1, topic.as_bytes())?;
             push_field(&mut out, 2, event.as_bytes())?;
             out.extend_from_slice(data);
-            Ok(Encoded { binary: true, data: out })
+            Ok(Encoded {
+                binary: true,
+                data: out,
+            })
         }
     }
 }
@@ -364,7 +410,14 @@ pub(crate) fn message(
     event: &str,
     payload: &Value,
 ) -> Encoded {
-    text_frame(ser, join_ref, ref_, Topic::Str(topic), event, Body::Value(payload))
+    text_frame(
+        ser,
+        join_ref,
+        ref_,
+        Topic::Str(topic),
+        event,
+        Body::Value(payload),
+    )
 }
 
 #[cfg(test)]
@@ -379,14 +432,22 @@ mod tests {
         assert_eq!(m.join_ref, json!(1));
         assert_eq!(m.ref_, json!("2"));
         assert_eq!(m.payload, Payload::Json(json!({})));
-        for bad in [&b"hello"[..], b"", b"[1,2,3]", br#"["1","1","t","e"]"#, br#"{"topic":"x"}"#] {
+        for bad in [
+            &b"hello"[..],
+            b"",
+            b"[1,2,3]",
+            br#"["1","1","t","e"]"#,
+            br#"{"topic":"x"}"#,
+        ] {
             assert!(decode_text(Serializer::V2, bad).is_err());
         }
     }
 
     #[test]
     fn decodes_binary_push_and_rejects_bad_kinds() {
-        let frame = [0, 1, 1, 6, 6, b'1', b'2', b'e', b'c', b'h', b'o', b':', b'1'];
+        let frame = [
+            0, 1, 1, 6, 6, b'1', b'2', b'e', b'c', b'h', b'o', b':', b'1',
+        ];
         let mut f = frame.to_vec();
         f.extend_from_slice(b"binary\x00\x01\x02\xfe\xff");
         let m = decode_binary(Serializer::V2, &f).unwrap();
@@ -410,23 +471,54 @@ mod tests {
             &Payload::Binary(vec![0, 1, 2, 0xfe, 0xff]),
         )
         .unwrap();
-        assert_eq!(r.data, b"\x01\x01\x01\x06\x0212echo:1ok\x00\x01\x02\xfe\xff");
-        let p = push(Serializer::V2, &json!("1"), "echo:1", "binary_push", &Payload::Binary(vec![9, 8, 7]))
-            .unwrap();
+        assert_eq!(
+            r.data,
+            b"\x01\x01\x01\x06\x0212echo:1ok\x00\x01\x02\xfe\xff"
+        );
+        let p = push(
+            Serializer::V2,
+            &json!("1"),
+            "echo:1",
+            "binary_push",
+            &Payload::Binary(vec![9, 8, 7]),
+        )
+        .unwrap();
         assert_eq!(p.data, b"\x00\x01\x06\x0b1echo:1binary_push\x09\x08\x07");
-        let b = broadcast(Serializer::V2, "room:wire12", "shout_binary", &Payload::Binary(vec![0xde, 0xad]))
-            .unwrap();
+        let b = broadcast(
+            Serializer::V2,
+            "room:wire12",
+            "shout_binary",
+            &Payload::Binary(vec![0xde, 0xad]),
+        )
+        .unwrap();
         assert_eq!(b.data, b"\x02\x0b\x0croom:wire12shout_binary\xde\xad");
     }
 
     #[test]
     fn encodes_text_frames() {
-        let r = reply(Serializer::V2, &json!(1), &json!(3), Topic::Raw(&json!(123)), "ok", &Payload::empty())
-            .unwrap();
+        let r = reply(
+            Serializer::V2,
+            &json!(1),
+            &json!(3),
+            Topic::Raw(&json!(123)),
+            "ok",
+            &Payload::empty(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&r.data).unwrap();
-        assert_eq!(v, json!([1, 3, 123, "phx_reply", {"response": {}, "status": "ok"}]));
-        let r1 = reply(Serializer::V1, &json!("1"), &json!("2"), Topic::Str("t"), "ok", &Payload::empty())
-            .unwrap();
+        assert_eq!(
+            v,
+            json!([1, 3, 123, "phx_reply", {"response": {}, "status": "ok"}])
+        );
+        let r1 = reply(
+            Serializer::V1,
+            &json!("1"),
+            &json!("2"),
+            Topic::Str("t"),
+            "ok",
+            &Payload::empty(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&r1.data).unwrap();
         assert_eq!(
             v,
@@ -434,4 +526,3 @@ mod tests {
         );
     }
 }
-

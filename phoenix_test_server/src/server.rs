@@ -283,7 +283,9 @@ impl ServerBuilder {
         C: Channel,
         F: Fn() -> C + Send + Sync + 'static,
     {
-        self.config.routes.push((pattern.to_string(), Arc::new(move || Box::new(factory()))));
+        self.config
+            .routes
+            .push((pattern.to_string(), Arc::new(move || Box::new(factory()))));
         self
     }
 
@@ -304,7 +306,10 @@ impl ServerBuilder {
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
             config: self.config,
             fault_state: fault_state.clone(),
-            faults: Faults { shared: weak.clone(), state: fault_state.clone() },
+            faults: Faults {
+                shared: weak.clone(),
+                state: fault_state.clone(),
+            },
             addr,
             conns: Mutex::new(HashMap::new()),
             sockets: Mutex::new(HashMap::new()),
@@ -315,17 +320,24 @@ impl ServerBuilder {
             stats: Stats::default(),
             log: Mutex::new(Vec::new()),
             ids: AtomicU64::new(0),
-            accept: Mutex::new(AcceptCtl { listening: true, ..AcceptCtl::default() }),
+            accept: Mutex::new(AcceptCtl {
+                listening: true,
+                ..AcceptCtl::default()
+            }),
             accept_cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
         });
         let timer = {
             let shared = shared.clone();
-            thread::Builder::new().name("pts-timer".into()).spawn(move || shared.timers.run())?
+            thread::Builder::new()
+                .name("pts-timer".into())
+                .spawn(move || shared.timers.run())?
         };
         let acceptor = {
             let shared = shared.clone();
-            thread::Builder::new().name("pts-accept".into()).spawn(move || accept_loop(&shared, listener))
+            thread::Builder::new()
+                .name("pts-accept".into())
+                .spawn(move || accept_loop(&shared, listener))
         };
         let acceptor = match acceptor {
             Ok(a) => a,
@@ -335,7 +347,12 @@ impl ServerBuilder {
                 return Err(e);
             }
         };
-        Ok(TestServer { shared, addr, acceptor: Some(acceptor), timer: Some(timer) })
+        Ok(TestServer {
+            shared,
+            addr,
+            acceptor: Some(acceptor),
+            timer: Some(timer),
+        })
     }
 }
 
@@ -354,7 +371,9 @@ pub struct TestServer {
 
 impl std::fmt::Debug for TestServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestServer").field("addr", &self.addr).finish()
+        f.debug_struct("TestServer")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -401,7 +420,9 @@ impl TestServer {
 
     /// A cloneable handle (broadcast, disconnect, presence) usable from any thread.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle { shared: self.shared.clone() }
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// `Endpoint.broadcast(topic, event, payload)`: to every subscriber of `topic`.
@@ -483,14 +504,18 @@ pub struct ServerHandle {
 
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle").field("addr", &self.shared.addr).finish()
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.shared.addr)
+            .finish()
     }
 }
 
 impl ServerHandle {
     /// `Endpoint.broadcast(topic, event, payload)`.
     pub fn broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) {
-        self.shared.pubsub.broadcast(topic, event, &payload.into(), None);
+        self.shared
+            .pubsub
+            .broadcast(topic, event, &payload.into(), None);
     }
 
     /// `Endpoint.broadcast(socket_id, "disconnect", %{})`: closes those websockets (code 1000, or
@@ -572,7 +597,9 @@ impl Faults {
     /// Refuses new connections, for `for_` or until [`allow_connections`](Self::allow_connections).
     /// With [`Refusal::TcpRefused`] the listener is closed before this returns.
     pub fn refuse_connections(&self, how: Refusal, for_: Option<Duration>) {
-        let Some(shared) = self.shared.upgrade() else { return };
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
         let mut ctl = lock(&shared.accept);
         ctl.refusal = Some((how, for_.map(|d| Instant::now() + d)));
         shared.accept_cv.notify_all();
@@ -582,20 +609,26 @@ impl Faults {
             // Wake the blocking accept(); the acceptor sees the refusal and closes the listener.
             let _ = TcpStream::connect_timeout(&shared.addr, Duration::from_secs(1));
             let ctl = lock(&shared.accept);
-            let _ = shared.accept_cv.wait_timeout_while(ctl, Duration::from_secs(2), |c| {
-                c.closed_gen == closed_gen && c.active(Refusal::TcpRefused)
-            });
+            let _ = shared
+                .accept_cv
+                .wait_timeout_while(ctl, Duration::from_secs(2), |c| {
+                    c.closed_gen == closed_gen && c.active(Refusal::TcpRefused)
+                });
         }
     }
 
     /// Ends a refusal; with `TcpRefused` the port is listening again when this returns.
     pub fn allow_connections(&self) {
-        let Some(shared) = self.shared.upgrade() else { return };
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
         let mut ctl = lock(&shared.accept);
         ctl.refusal = None;
         shared.accept_cv.notify_all();
         if !ctl.listening {
-            let _ = shared.accept_cv.wait_timeout_while(ctl, Duration::from_secs(2), |c| !c.listening);
+            let _ = shared
+                .accept_cv
+                .wait_timeout_while(ctl, Duration::from_secs(2), |c| !c.listening);
         }
     }
 
@@ -613,7 +646,9 @@ impl Faults {
 
     /// Delays every outgoing frame by `d` (order kept); zero turns it off.
     pub fn delay_outgoing(&self, d: Duration) {
-        self.state.delay_outgoing_ns.store(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::SeqCst);
+        self.state
+            .delay_outgoing_ns
+            .store(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::SeqCst);
     }
 
     /// Silently discards outgoing text/binary frames while on (close frames still go out).
@@ -624,7 +659,9 @@ impl Faults {
     /// Closes each connection (code 1000) after it has sent `n` more frames; `None` turns it off.
     /// `Some(0)` closes every connection now.
     pub fn close_after_frames(&self, n: Option<u64>) {
-        self.state.close_after_n.store(n.unwrap_or(u64::MAX), Ordering::Release);
+        self.state
+            .close_after_n
+            .store(n.unwrap_or(u64::MAX), Ordering::Release);
         self.state.close_after_gen.fetch_add(1, Ordering::AcqRel);
         for c in self.conns() {
             c.wake_writer();
@@ -678,8 +715,15 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                         _ => break,
                     };
                     ctl = match wait {
-                        Some(d) => shared.accept_cv.wait_timeout(ctl, d).map(|r| r.0).unwrap_or_else(|e| e.into_inner().0),
-                        None => shared.accept_cv.wait(ctl).unwrap_or_else(|e| e.into_inner()),
+                        Some(d) => shared
+                            .accept_cv
+                            .wait_timeout(ctl, d)
+                            .map(|r| r.0)
+                            .unwrap_or_else(|e| e.into_inner().0),
+                        None => shared
+                            .accept_cv
+                            .wait(ctl)
+                            .unwrap_or_else(|e| e.into_inner()),
                     };
                 }
             }
@@ -710,10 +754,12 @@ fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream) {
         lock(&shared.sockets).insert(id, clone);
     }
     let s2 = shared.clone();
-    let spawned = thread::Builder::new().name(format!("pts-conn-{id}")).spawn(move || {
-        handle_connection(&s2, id, stream);
-        lock(&s2.sockets).remove(&id);
-    });
+    let spawned = thread::Builder::new()
+        .name(format!("pts-conn-{id}"))
+        .spawn(move || {
+            handle_connection(&s2, id, stream);
+            lock(&s2.sockets).remove(&id);
+        });
     match spawned {
         Ok(h) => {
             let mut threads = lock(&shared.threads);
@@ -728,7 +774,11 @@ fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream) {
 
 enum Decision {
     Respond(Response),
-    Upgrade { key: String, subprotocol: Option<&'static str>, accepted: Accepted },
+    Upgrade {
+        key: String,
+        subprotocol: Option<&'static str>,
+        accepted: Accepted,
+    },
 }
 
 fn handle_connection(shared: &Arc<Shared>, id: u64, mut stream: TcpStream) {
@@ -748,7 +798,11 @@ fn handle_connection(shared: &Arc<Shared>, id: u64, mut stream: TcpStream) {
                 while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
             }
         }
-        Decision::Upgrade { key, subprotocol, accepted } => {
+        Decision::Upgrade {
+            key,
+            subprotocol,
+            accepted,
+        } => {
             let head = http::upgrade_response(&key, subprotocol);
             if stream.write_all(head.as_bytes()).is_ok() {
                 conn::run(shared, id, stream, accepted);
@@ -784,7 +838,11 @@ fn decide(shared: &Arc<Shared>, req: &Request) -> Decision {
             // Base.decode64! raises: Bandit answers 500 and connect/3 never runs.
             record(None, 500);
             let body = br#"{"errors":{"detail":"Internal Server Error"}}"#;
-            return Decision::Respond(Response::new(500, Some("application/json; charset=utf-8"), body));
+            return Decision::Respond(Response::new(
+                500,
+                Some("application/json; charset=utf-8"),
+                body,
+            ));
         }
     };
     let subprotocol = sp.phoenix.then_some("phoenix");
@@ -817,7 +875,10 @@ fn decide(shared: &Arc<Shared>, req: &Request) -> Decision {
         Err(body) => Decision::Respond(Response::new(400, text, body.as_bytes())),
         Ok(key) => {
             record(sp.token.clone(), 101);
-            let socket_id = params.get("socket_id").cloned().unwrap_or_else(|| format!("sock:{}", shared.next_id()));
+            let socket_id = params
+                .get("socket_id")
+                .cloned()
+                .unwrap_or_else(|| format!("sock:{}", shared.next_id()));
             Decision::Upgrade {
                 key,
                 subprotocol,

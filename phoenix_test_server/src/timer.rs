@@ -62,7 +62,11 @@ impl Timers {
                     }
                 }
                 Some(Reverse((at, _))) => {
-                    st = self.cv.wait_timeout(st, at - now).map(|r| r.0).unwrap_or_else(|e| e.into_inner().0);
+                    st = self
+                        .cv
+                        .wait_timeout(st, at - now)
+                        .map(|r| r.0)
+                        .unwrap_or_else(|e| e.into_inner().0);
                 }
                 None => {
                     st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());

@@ -45,7 +45,12 @@ impl FrameReader {
         let end = initial.len();
         let mut buf = initial;
         buf.resize(end.max(64 * 1024), 0);
-        FrameReader { buf, start: 0, end, partial: None }
+        FrameReader {
+            buf,
+            start: 0,
+            end,
+            partial: None,
+        }
     }
 
     /// Reads more bytes from the socket into the buffer.
@@ -136,7 +141,8 @@ impl FrameReader {
             };
             match opcode {
                 0x8 => {
-                    let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let code =
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                     return Ok(Incoming::Close(code));
                 }
                 0x9 | 0xA if !fin || payload.len() > 125 => return Err(ReadError::Protocol(1002)),
@@ -164,7 +170,11 @@ impl FrameReader {
                         return Err(ReadError::Protocol(1009));
                     }
                     if fin {
-                        return Ok(if op == 1 { Incoming::Text(data) } else { Incoming::Binary(data) });
+                        return Ok(if op == 1 {
+                            Incoming::Text(data)
+                        } else {
+                            Incoming::Binary(data)
+                        });
                     }
                     self.partial = Some((op, data));
                 }
@@ -240,7 +250,10 @@ mod tests {
     #[test]
     fn rejects_unmasked_frames() {
         let mut r = FrameReader::new(vec![0x81, 0x01, b'x']);
-        assert!(matches!(r.next(&mut &b""[..]), Err(ReadError::Protocol(1002))));
+        assert!(matches!(
+            r.next(&mut &b""[..]),
+            Err(ReadError::Protocol(1002))
+        ));
     }
 
     #[test]

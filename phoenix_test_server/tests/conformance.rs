@@ -28,17 +28,49 @@ use tungstenite::Message;
 
 #[derive(Debug, Clone)]
 enum Step {
-    Connect { conn: String, url: String },
-    RawRequest { conn: String, head: Vec<String> },
-    Http { conn: String, status: u16, headers: Value, body: Option<String> },
-    SendText { conn: String, text: String },
-    SendBinary { conn: String, bytes: Vec<u8> },
-    ExpectText { conn: String, text: String },
-    ExpectBinary { conn: String, bytes: Vec<u8> },
-    ClientClose { conn: String, code: u16 },
-    Closed { conn: String, code: u16 },
+    Connect {
+        conn: String,
+        url: String,
+    },
+    RawRequest {
+        conn: String,
+        head: Vec<String>,
+    },
+    Http {
+        conn: String,
+        status: u16,
+        headers: Value,
+        body: Option<String>,
+    },
+    SendText {
+        conn: String,
+        text: String,
+    },
+    SendBinary {
+        conn: String,
+        bytes: Vec<u8>,
+    },
+    ExpectText {
+        conn: String,
+        text: String,
+    },
+    ExpectBinary {
+        conn: String,
+        bytes: Vec<u8>,
+    },
+    ClientClose {
+        conn: String,
+        code: u16,
+    },
+    Closed {
+        conn: String,
+        code: u16,
+    },
     StopsReading,
-    PlainGet { status: u16, body: String },
+    PlainGet {
+        status: u16,
+        body: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -62,7 +94,10 @@ fn parse_hex(lines: &[&str], i: &mut usize) -> Vec<u8> {
         }
         let hex = &t[6..];
         let hex = hex.split('|').next().unwrap();
-        out.extend(hex.split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()));
+        out.extend(
+            hex.split_whitespace()
+                .map(|h| u8::from_str_radix(h, 16).unwrap()),
+        );
         *i += 1;
     }
     out
@@ -94,7 +129,10 @@ fn parse(text: &str) -> Vec<Line> {
         if let Some(r) = after(rest, "-- plain GET -> HTTP ") {
             let (status, body) = r.split_once(" body=").unwrap();
             let body: String = serde_json::from_str(body).unwrap();
-            push(Step::PlainGet { status: status.parse().unwrap(), body });
+            push(Step::PlainGet {
+                status: status.parse().unwrap(),
+                body,
+            });
             continue;
         }
         let (dir, r) = rest.split_at(3);
@@ -111,7 +149,12 @@ fn parse(text: &str) -> Vec<Line> {
                     });
                 } else if r.starts_with("BINARY") {
                     let bytes = parse_hex(&lines, &mut i);
-                    let n: usize = r["BINARY ".len()..].split(' ').next().unwrap().parse().unwrap();
+                    let n: usize = r["BINARY ".len()..]
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
                     assert_eq!(bytes.len(), n, "hex dump length at line {no}");
                     push(if dir == ">> " {
                         Step::SendBinary { conn, bytes }
@@ -119,14 +162,20 @@ fn parse(text: &str) -> Vec<Line> {
                         Step::ExpectBinary { conn, bytes }
                     });
                 } else if let Some(c) = r.strip_prefix("CLOSE frame code=") {
-                    push(Step::Closed { conn, code: c.split(' ').next().unwrap().parse().unwrap() });
+                    push(Step::Closed {
+                        conn,
+                        code: c.split(' ').next().unwrap().parse().unwrap(),
+                    });
                 } else {
                     panic!("unknown frame line {no}: {rest}");
                 }
             }
             "-- " => {
                 if let Some(url) = r.strip_prefix("CONNECT ") {
-                    push(Step::Connect { conn, url: url.to_string() });
+                    push(Step::Connect {
+                        conn,
+                        url: url.to_string(),
+                    });
                 } else if r.starts_with("REQUEST HEAD") {
                     let mut head = Vec::new();
                     while i < lines.len() && lines[i].starts_with("      ") {
@@ -139,14 +188,28 @@ fn parse(text: &str) -> Vec<Line> {
                     let json_start = h.find("headers: ").unwrap() + "headers: ".len();
                     let rest_h = &h[json_start..];
                     let (headers, body) = match rest_h.split_once("}; body: ") {
-                        Some((hd, b)) => (format!("{hd}}}"), Some(serde_json::from_str::<String>(b).unwrap())),
+                        Some((hd, b)) => (
+                            format!("{hd}}}"),
+                            Some(serde_json::from_str::<String>(b).unwrap()),
+                        ),
                         None => (rest_h.to_string(), None),
                     };
-                    push(Step::Http { conn, status, headers: serde_json::from_str(&headers).unwrap(), body });
+                    push(Step::Http {
+                        conn,
+                        status,
+                        headers: serde_json::from_str(&headers).unwrap(),
+                        body,
+                    });
                 } else if let Some(c) = r.strip_prefix("client closes (") {
-                    push(Step::ClientClose { conn, code: c.trim_end_matches(')').parse().unwrap() });
+                    push(Step::ClientClose {
+                        conn,
+                        code: c.trim_end_matches(')').parse().unwrap(),
+                    });
                 } else if let Some(c) = r.strip_prefix("CLOSED by/after server: code=") {
-                    push(Step::Closed { conn, code: c.split(' ').next().unwrap().parse().unwrap() });
+                    push(Step::Closed {
+                        conn,
+                        code: c.split(' ').next().unwrap().parse().unwrap(),
+                    });
                 } else if r.starts_with("stops reading") {
                     push(Step::StopsReading);
                 } else if r.starts_with("RESPONSE HEAD") {
@@ -203,7 +266,9 @@ impl Free {
                             Some(m) => Some(m.clone()),
                             None => a_left
                                 .iter()
-                                .find(|ak| ak.starts_with("anon-") && !self.back.contains_key(ak.as_str()))
+                                .find(|ak| {
+                                    ak.starts_with("anon-") && !self.back.contains_key(ak.as_str())
+                                })
                                 .map(|s| (*s).clone()),
                         }
                     } else {
@@ -224,7 +289,9 @@ impl Free {
             (Value::Array(e), Value::Array(a)) => {
                 e.len() == a.len() && e.iter().zip(a).all(|(x, y)| self.equal(x, y, None))
             }
-            (Value::String(e), Value::String(a)) if e.starts_with("anon-") && a.starts_with("anon-") => {
+            (Value::String(e), Value::String(a))
+                if e.starts_with("anon-") && a.starts_with("anon-") =>
+            {
                 self.same(e, a)
             }
             _ => exp == act,
@@ -235,7 +302,11 @@ impl Free {
 enum Endpoint {
     Open(Ws),
     Refused(HttpRefusal),
-    Raw { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    Raw {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     Closed,
 }
 
@@ -251,7 +322,10 @@ struct Run {
 
 impl Run {
     fn fail(&self, line: &Line, msg: String) -> ! {
-        panic!("{} line {}: {msg}\n  step: {:?}", self.name, line.no, line.step)
+        panic!(
+            "{} line {}: {msg}\n  step: {:?}",
+            self.name, line.no, line.step
+        )
     }
 
     fn url(&self, transcript_url: &str) -> String {
@@ -263,14 +337,20 @@ impl Run {
     fn ws(&mut self, line: &Line, conn: &str) -> &mut Ws {
         match self.conns.get_mut(conn) {
             Some(Endpoint::Open(ws)) => ws,
-            _ => panic!("{} line {}: connection {conn} is not open", self.name, line.no),
+            _ => panic!(
+                "{} line {}: connection {conn} is not open",
+                self.name, line.no
+            ),
         }
     }
 
     fn exec(&mut self, line: &Line, next_is_raw: bool) {
         if let Some(scale) = self.scale {
             let due = self.start + Duration::from_millis((line.at_ms as f64 * scale) as u64);
-            if matches!(line.step, Step::SendText { .. } | Step::SendBinary { .. } | Step::ClientClose { .. }) {
+            if matches!(
+                line.step,
+                Step::SendText { .. } | Step::SendBinary { .. } | Step::ClientClose { .. }
+            ) {
                 if let Some(d) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(d);
                 }
@@ -285,7 +365,14 @@ impl Run {
                 let ep = match connect_with(&self.url(url), &[]) {
                     Ok((ws, headers)) => {
                         // Keep the 101 headers for the Http step.
-                        self.conns.insert(format!("{conn}#headers"), Endpoint::Raw { status: 101, headers, body: vec![] });
+                        self.conns.insert(
+                            format!("{conn}#headers"),
+                            Endpoint::Raw {
+                                status: 101,
+                                headers,
+                                body: vec![],
+                            },
+                        );
                         Endpoint::Open(ws)
                     }
                     Err(r) => Endpoint::Refused(r),
@@ -303,21 +390,48 @@ impl Run {
                     }
                 }
                 req.push_str("\r\n");
-                let (status, headers, body, rest, stream) = raw_request(&self.server.addr().to_string(), &req);
-                self.conns.insert(format!("{conn}#headers"), Endpoint::Raw { status, headers: headers.clone(), body: body.clone() });
+                let (status, headers, body, rest, stream) =
+                    raw_request(&self.server.addr().to_string(), &req);
+                self.conns.insert(
+                    format!("{conn}#headers"),
+                    Endpoint::Raw {
+                        status,
+                        headers: headers.clone(),
+                        body: body.clone(),
+                    },
+                );
                 let ep = if status == 101 {
                     Endpoint::Open(ws_from_raw(stream, rest))
                 } else {
-                    Endpoint::Refused(HttpRefusal { status, headers, body })
+                    Endpoint::Refused(HttpRefusal {
+                        status,
+                        headers,
+                        body,
+                    })
                 };
                 self.conns.insert(conn.clone(), ep);
             }
-            Step::Http { conn, status, headers, body } => {
-                let (got_status, got_headers, got_body) = match (self.conns.get(conn), self.conns.get(&format!("{conn}#headers"))) {
-                    (Some(Endpoint::Refused(r)), _) => (r.status, r.headers.clone(), r.body.clone()),
-                    (Some(Endpoint::Open(_)), Some(Endpoint::Raw { status, headers, body })) => {
-                        (*status, headers.clone(), body.clone())
+            Step::Http {
+                conn,
+                status,
+                headers,
+                body,
+            } => {
+                let (got_status, got_headers, got_body) = match (
+                    self.conns.get(conn),
+                    self.conns.get(&format!("{conn}#headers")),
+                ) {
+                    (Some(Endpoint::Refused(r)), _) => {
+                        (r.status, r.headers.clone(), r.body.clone())
                     }
+                    (
+                        Some(Endpoint::Open(_)),
+                        Some(Endpoint::Raw {
+                            status,
+                            headers,
+                            body,
+                        }),
+                    ) => (*status, headers.clone(), body.clone()),
                     _ => self.fail(line, "no handshake result".into()),
                 };
                 if got_status != *status {
@@ -342,7 +456,10 @@ impl Run {
                 }
                 if let Some(b) = body {
                     if got_body != b.as_bytes() {
-                        self.fail(line, format!("body {:?}", String::from_utf8_lossy(&got_body)));
+                        self.fail(
+                            line,
+                            format!("body {:?}", String::from_utf8_lossy(&got_body)),
+                        );
                     }
                 }
             }
@@ -354,7 +471,10 @@ impl Run {
                     Ok(Some(Message::Text(t))) => t,
                     other => self.fail(line, format!("expected a text frame, got {other:?}")),
                 };
-                let ok = match (serde_json::from_str::<Value>(text), serde_json::from_str::<Value>(&got)) {
+                let ok = match (
+                    serde_json::from_str::<Value>(text),
+                    serde_json::from_str::<Value>(&got),
+                ) {
                     (Ok(e), Ok(a)) => self.free.equal(&e, &a, None),
                     _ => *text == got,
                 };
@@ -366,7 +486,9 @@ impl Run {
                 let msg = recv_timeout(self.ws(line, conn), WAIT);
                 match msg {
                     Ok(Some(Message::Binary(b))) if b == *bytes => {}
-                    other => self.fail(line, format!("expected binary {bytes:02x?}, got {other:?}")),
+                    other => {
+                        self.fail(line, format!("expected binary {bytes:02x?}, got {other:?}"))
+                    }
                 }
             }
             Step::ClientClose { conn, code } => client_close(self.ws(line, conn), *code),
@@ -382,15 +504,21 @@ impl Run {
             Step::StopsReading => {
                 // The client no longer reads; the server must give up on the blocked send.
                 let open = self.server.open_connections();
-                if !wait_until(Duration::from_secs(20), || self.server.open_connections() < open) {
+                if !wait_until(Duration::from_secs(20), || {
+                    self.server.open_connections() < open
+                }) {
                     self.fail(line, "the server never dropped the slow consumer".into());
                 }
             }
             Step::PlainGet { status, body } => {
-                let head = "GET /socket/websocket HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n";
+                let head =
+                    "GET /socket/websocket HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n";
                 let (got, _, got_body, _, _) = raw_request(&self.server.addr().to_string(), head);
                 if got != *status || got_body != body.as_bytes() {
-                    self.fail(line, format!("{got} {:?}", String::from_utf8_lossy(&got_body)));
+                    self.fail(
+                        line,
+                        format!("{got} {:?}", String::from_utf8_lossy(&got_body)),
+                    );
                 }
             }
         }
@@ -415,7 +543,10 @@ fn replay_text(name: &str, text: &str, server: TestServer, scale: Option<f64>) {
         start: Instant::now(),
     };
     for (i, line) in lines.iter().enumerate() {
-        let next_is_raw = matches!(lines.get(i + 1).map(|l| &l.step), Some(Step::RawRequest { .. }));
+        let next_is_raw = matches!(
+            lines.get(i + 1).map(|l| &l.step),
+            Some(Step::RawRequest { .. })
+        );
         run.exec(line, next_is_raw);
     }
     // Every connection left open must not hold unexpected frames.
@@ -428,7 +559,9 @@ fn replay_text(name: &str, text: &str, server: TestServer, scale: Option<f64>) {
 }
 
 fn transcripts(dir: &str) -> Vec<std::path::PathBuf> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts").join(dir);
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/transcripts")
+        .join(dir);
     let mut v: Vec<_> = std::fs::read_dir(base)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -477,11 +610,19 @@ fn run_dir(dir: &str, version: PhoenixVersion, skip: &[&str]) {
     for h in handles {
         if let Err(e) = h.join() {
             failures.push(
-                e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default(),
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default(),
             );
         }
     }
-    assert!(failures.is_empty(), "{} scenario(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} scenario(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -501,10 +642,23 @@ fn phoenix_1_8_auth_token_and_stale_join_ref_transcripts() {
 
 #[test]
 fn transcript_parser_reads_every_kind_of_line() {
-    let lines = parse(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts/v1.7/16_malformed.txt")).unwrap());
-    assert!(lines.iter().any(|l| matches!(&l.step, Step::SendText { text, .. } if text.is_empty())));
+    let lines = parse(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts/v1.7/16_malformed.txt"),
+        )
+        .unwrap(),
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| matches!(&l.step, Step::SendText { text, .. } if text.is_empty()))
+    );
     assert!(lines.iter().any(|l| matches!(&l.step, Step::SendBinary { bytes, .. } if bytes == &[5, 1, 1, 1, 1, 0x41, 0x42, 0x43, 0x44])));
-    assert!(lines.iter().any(|l| matches!(&l.step, Step::Closed { code: 1011, .. })));
+    assert!(
+        lines
+            .iter()
+            .any(|l| matches!(&l.step, Step::Closed { code: 1011, .. }))
+    );
 }
 
 /// The harness itself must fail on a wrong frame, a missing frame, an extra frame, a wrong close
@@ -517,17 +671,31 @@ fn harness_detects_mismatches() {
     let refused = std::fs::read_to_string(dir.join("17_connect_refused.txt")).unwrap();
     let presence = std::fs::read_to_string(dir.join("11_presence_diff.txt")).unwrap();
     let bad = [
-        echo.replace(r#"{"response":42,"status":"ok"}"#, r#"{"response":43,"status":"ok"}"#),
+        echo.replace(
+            r#"{"response":42,"status":"ok"}"#,
+            r#"{"response":43,"status":"ok"}"#,
+        ),
         // A frame the server sends is missing from the transcript.
-        echo.replace("[+ 2319ms] << A TEXT [\"1\",null,\"echo:1\",\"custom\",{\"x\":1}]\n", ""),
+        echo.replace(
+            "[+ 2319ms] << A TEXT [\"1\",null,\"echo:1\",\"custom\",{\"x\":1}]\n",
+            "",
+        ),
         malformed.replacen("code=1011", "code=1000", 1),
-        refused.replacen("HTTP 403", "HTTP 101", 1),
+        refused.replacen("-- A HTTP 403", "-- A HTTP 101", 1),
         // The leave diff must carry the same meta (phx_ref) as the join diff did.
         presence.replacen("GOuQMuiN5FVuughB", "GOuQMuiN5FVXXXXX", 1),
     ];
     for (i, text) in bad.iter().enumerate() {
         let text = text.clone();
-        let r = std::thread::spawn(move || replay_text("mutated", &text, TestServer::builder().start().unwrap(), None)).join();
+        let r = std::thread::spawn(move || {
+            replay_text(
+                "mutated",
+                &text,
+                TestServer::builder().start().unwrap(),
+                None,
+            )
+        })
+        .join();
         assert!(r.is_err(), "mutation {i} was not detected");
     }
 }

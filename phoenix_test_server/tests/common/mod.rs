@@ -24,7 +24,10 @@ pub struct HttpRefusal {
 }
 
 /// Connects to `url` (ws://host:port/path?query) with extra request headers.
-pub fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<(Ws, Vec<(String, String)>), HttpRefusal> {
+pub fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, Vec<(String, String)>), HttpRefusal> {
     let mut req = url.into_client_request().unwrap();
     for (k, v) in headers {
         req.headers_mut().append(
@@ -59,12 +62,17 @@ pub fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<(Ws, Vec<(Str
 
 /// Connects to `{endpoint}/websocket?{query}`.
 pub fn connect(endpoint: &str, query: &str) -> Ws {
-    connect_with(&format!("{endpoint}/websocket?{query}"), &[]).map(|(ws, _)| ws).unwrap()
+    connect_with(&format!("{endpoint}/websocket?{query}"), &[])
+        .map(|(ws, _)| ws)
+        .unwrap()
 }
 
 /// Sends a raw HTTP request head and returns (status, lower-case headers, body bytes read with
 /// content-length, leftover bytes after the head, stream).
-pub fn raw_request(addr: &str, head: &str) -> (u16, Vec<(String, String)>, Vec<u8>, Vec<u8>, TcpStream) {
+pub fn raw_request(
+    addr: &str,
+    head: &str,
+) -> (u16, Vec<(String, String)>, Vec<u8>, Vec<u8>, TcpStream) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.write_all(head.as_bytes()).unwrap();
@@ -80,7 +88,14 @@ pub fn raw_request(addr: &str, head: &str) -> (u16, Vec<(String, String)>, Vec<u
     };
     let text = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut lines = text.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -126,7 +141,9 @@ pub fn recv_timeout(ws: &mut Ws, timeout: Duration) -> Result<Option<Message>, E
         match ws.read() {
             Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => continue,
             Ok(m) => return Ok(Some(m)),
-            Err(Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -173,7 +190,10 @@ pub fn send_binary(ws: &mut Ws, b: Vec<u8>) {
 
 /// Client close with a code.
 pub fn client_close(ws: &mut Ws, code: u16) {
-    let _ = ws.close(Some(CloseFrame { code: CloseCode::from(code), reason: "".into() }));
+    let _ = ws.close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: "".into(),
+    }));
     let _ = ws.flush();
 }
 
@@ -184,7 +204,9 @@ pub fn read_close(ws: &mut Ws, skip_data: bool) -> Option<u16> {
     loop {
         assert!(Instant::now() < deadline, "connection did not end");
         match recv_timeout(ws, deadline - Instant::now()) {
-            Ok(Some(Message::Close(f))) => return Some(f.map(|f| u16::from(f.code)).unwrap_or(1005)),
+            Ok(Some(Message::Close(f))) => {
+                return Some(f.map(|f| u16::from(f.code)).unwrap_or(1005));
+            }
             Ok(Some(m)) => {
                 assert!(skip_data, "unexpected frame before close: {m:?}");
             }
@@ -196,7 +218,13 @@ pub fn read_close(ws: &mut Ws, skip_data: bool) -> Option<u16> {
 
 /// A V2 binary client push (kind 0).
 pub fn binary_push(join_ref: &str, ref_: &str, topic: &str, event: &str, data: &[u8]) -> Vec<u8> {
-    let mut f = vec![0, join_ref.len() as u8, ref_.len() as u8, topic.len() as u8, event.len() as u8];
+    let mut f = vec![
+        0,
+        join_ref.len() as u8,
+        ref_.len() as u8,
+        topic.len() as u8,
+        event.len() as u8,
+    ];
     for part in [join_ref, ref_, topic, event] {
         f.extend_from_slice(part.as_bytes());
     }
