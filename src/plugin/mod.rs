@@ -127,7 +127,8 @@ impl Plugin for PhoenixChannelsPlugin {
             .configure_sets(PreUpdate, PhoenixSystems::Receive)
             .configure_sets(PostUpdate, PhoenixSystems::Send)
             .add_systems(PreUpdate, receive_system.in_set(PhoenixSystems::Receive))
-            .add_systems(PostUpdate, send_system.in_set(PhoenixSystems::Send));
+            .add_systems(PostUpdate, send_system.in_set(PhoenixSystems::Send))
+            .add_observer(socket_removed);
         if let Some(config) = &self.default_socket {
             let socket = PhoenixSocket::new(config.clone());
             app.world_mut()
@@ -406,6 +407,31 @@ impl Sinks<'_, '_> {
     }
 }
 
+/// A socket entity is going away (despawned, or its component removed): its pushes and
+/// channels end now, so every push still gets exactly one outcome and every channel entity
+/// ends `Closed`. The send system closes its transport.
+fn socket_removed(
+    ev: On<Remove, PhoenixSocket>,
+    clock: Res<PhoenixClock>,
+    time: Res<Time<Real>>,
+    mut sockets: Query<&mut PhoenixSocket>,
+    mut sinks: Sinks,
+) {
+    let entity = ev.entity;
+    let Ok(mut sock) = sockets.get_mut(entity) else {
+        return;
+    };
+    let now = clock.now(&time);
+    let sock = &mut *sock;
+    sock.core.disconnect(now);
+    let ids: Vec<_> = sock.core.channels().collect();
+    for id in ids {
+        sock.core.leave(now, id);
+    }
+    while sock.core.poll_output().is_some() {}
+    sinks.drain(entity, sock);
+}
+
 /// Carries out the core's wire requests on this socket's transport.
 fn apply_outputs(entity: Entity, sock: &mut PhoenixSocket, transports: &mut PhoenixTransports) {
     let mut wrote = false;
@@ -504,6 +530,10 @@ fn receive_system(
     }
 }
 
+/// Channel entities to join: added since the last frame and not linked yet. Added, not just
+/// unlinked: a closed channel loses its link and must not join again.
+type NewChannel = (Added<PhoenixChannel>, Without<ChannelLink>);
+
 /// What the send system reads.
 #[derive(SystemParam)]
 struct Commands_<'w, 's> {
@@ -511,7 +541,7 @@ struct Commands_<'w, 's> {
     pushes: MessageReader<'w, 's, PushMessage>,
     leaves: MessageReader<'w, 's, LeaveChannel>,
     controls: MessageReader<'w, 's, SocketCommand>,
-    new_channels: Query<'w, 's, (Entity, &'static PhoenixChannel), Without<ChannelLink>>,
+    new_channels: Query<'w, 's, (Entity, &'static PhoenixChannel), NewChannel>,
     links: Query<'w, 's, &'static ChannelLink>,
     removed_channels: RemovedComponents<'w, 's, PhoenixChannel>,
     removed_sockets: RemovedComponents<'w, 's, PhoenixSocket>,
@@ -641,7 +671,18 @@ fn send_system(
     // Pushes.
     for p in input.pushes.read() {
         let found = match &p.target {
-            ChannelTarget::Entity(e) => input.links.get(*e).ok().map(|l| (l.socket, Some(l.id))),
+            // The link is inserted by command, so a channel spawned this frame has none yet:
+            // then its socket's entity map (filled by the joins above) knows it.
+            ChannelTarget::Entity(e) => input
+                .links
+                .get(*e)
+                .ok()
+                .map(|l| (l.socket, Some(l.id)))
+                .or_else(|| {
+                    sockets.iter().find_map(|(s, sock, _, _)| {
+                        sock.entity_channels.get(e).map(|id| (s, Some(*id)))
+                    })
+                }),
             ChannelTarget::Topic { socket, topic } => resolve(*socket).map(|s| {
                 let id = sockets
                     .get(s)
@@ -650,7 +691,10 @@ fn send_system(
                 (s, id)
             }),
         };
-        let sock = found.and_then(|(s, id)| Some((s, id?)));
+        // A link may still name a socket despawned this frame: dropped too, never silent.
+        let sock = found
+            .and_then(|(s, id)| Some((s, id?)))
+            .filter(|(s, _)| sockets.contains(*s));
         let Some((s, id)) = sock else {
             sinks.replies.write(PushReplied {
                 handle: p.handle,

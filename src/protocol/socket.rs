@@ -330,8 +330,9 @@ pub enum Event {
 pub struct PushOptions {
     /// The push timeout (`None` = the socket's `push_timeout`).
     pub timeout: Option<Duration>,
-    /// Fire-and-forget: the server handler answers `{:noreply, socket}`. No timer; the outcome
-    /// is [`PushOutcome::Sent`] when the frame is handed to the transport.
+    /// Fire-and-forget: the server handler answers `{:noreply, socket}`. No timer once sent;
+    /// the outcome is [`PushOutcome::Sent`] when the frame is handed to the transport (while
+    /// buffered it times out like any push).
     pub fire_and_forget: bool,
 }
 
@@ -633,9 +634,12 @@ impl Socket {
     /// A call before that time is a harmless no-op.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = min_opt(self.reconnect_at, self.heartbeat_at);
-        if let Some((_, sent)) = self.heartbeat_pending {
-            t = min_opt(t, Some(sent + self.config.heartbeat_timeout));
+        let mut t = self.reconnect_at;
+        match self.heartbeat_pending {
+            // No heartbeat goes out while one is pending: only its timeout is a wake-up
+            // (heartbeat_at may already be past when the timeout is longer than the interval).
+            Some((_, sent)) => t = min_opt(t, Some(sent + self.config.heartbeat_timeout)),
+            None => t = min_opt(t, self.heartbeat_at),
         }
         if let Some(Reverse((d, _))) = self.deadlines.peek() {
             t = min_opt(t, Some(*d));
@@ -653,6 +657,10 @@ impl Socket {
     /// Starts connecting (and keeps reconnecting until [`Socket::disconnect`]). Idempotent.
     /// Connect params and the auth token are read now, and again on every reconnect.
     pub fn connect(&mut self, now: Instant) {
+        if !self.want_connected {
+            // After GaveUp (or disconnect) the app asks again: a full set of attempts.
+            self.connect_failures = 0;
+        }
         self.want_connected = true;
         if self.conn == Conn::Idle {
             self.reconnect_at = None;
@@ -758,11 +766,9 @@ impl Socket {
         let ever_joined = c.ever_joined;
         let join_ref = c.join_ref;
         let buffered = c.buffered;
-        let deadline = if options.fire_and_forget {
-            None
-        } else {
-            Some(now + options.timeout.unwrap_or(self.config.push_timeout))
-        };
+        // Fire-and-forget pushes sent at once need no timer (and get none: they are not kept);
+        // buffered ones do, or they could wait forever for a join that never comes.
+        let deadline = Some(now + options.timeout.unwrap_or(self.config.push_timeout));
         let reply = |outcome| {
             Event::Reply(PushReply {
                 push: PushId(id),
@@ -1431,16 +1437,16 @@ impl Socket {
             self.stats.unroutable_dropped += 1;
             return None;
         };
-        if topic == names::PHOENIX_TOPIC {
-            match self.heartbeat_pending {
-                Some((hr, sent)) if hr == r => {
-                    self.heartbeat_pending = None;
-                    self.stats.last_rtt = Some(now.saturating_duration_since(sent));
-                }
-                _ => self.stats.unroutable_dropped += 1,
-            }
+        if topic == names::PHOENIX_TOPIC
+            && let Some((hr, sent)) = self.heartbeat_pending
+            && hr == r
+        {
+            self.heartbeat_pending = None;
+            self.stats.last_rtt = Some(now.saturating_duration_since(sent));
             return None;
         }
+        // Anything else, on "phoenix" too (a channel may join that topic, as in phoenix.js,
+        // and Phoenix refuses it with "unmatched topic"), is looked up by its ref.
         let Entry::Occupied(e) = self.pushes.entry(r) else {
             self.stats.unroutable_dropped += 1;
             return None;
@@ -1727,6 +1733,9 @@ enum Frame {
 impl Frame {
     fn into_payload(self, span: Range<usize>) -> Payload {
         match self {
+            // A JSON value is never empty: an empty span is a payload that was not in the
+            // frame (a reply whose response is null or missing).
+            Frame::Text(_) if span.is_empty() => Payload::null(),
             Frame::Text(s) => Payload::in_text(s, span),
             Frame::Binary(b) => Payload::in_binary(b, span),
         }

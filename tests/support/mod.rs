@@ -182,3 +182,42 @@ pub fn unique(prefix: &str) -> String {
     let pid = std::process::id();
     format!("{prefix}{pid}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
+
+// ----- helpers for the plugin_* suites ---------------------------------------------------
+
+/// The app's default socket entity.
+pub fn socket_entity(app: &mut App) -> Entity {
+    let world = app.world_mut();
+    let mut q = world.query_filtered::<Entity, With<DefaultSocket>>();
+    q.single(world).expect("one default socket")
+}
+
+/// Waits until the default socket is open.
+pub fn wait_connected(app: &mut App) {
+    pump_until(app, 15, "socket connected", |w| {
+        let mut q = w.query_filtered::<&SocketStatus, With<DefaultSocket>>();
+        q.iter(w).any(SocketStatus::is_connected)
+    });
+}
+
+/// A channel entity's state (`None` if it has no `ChannelStatus`).
+pub fn channel_state(app: &App, channel: Entity) -> Option<ChannelState> {
+    app.world().get::<ChannelStatus>(channel).map(|s| s.0)
+}
+
+/// The join_ref of a channel entity's current (or last) join, read from its socket's core.
+pub fn join_ref_of(app: &App, channel: Entity) -> Option<u64> {
+    let link = *app.world().get::<ChannelLink>(channel)?;
+    let sock = app.world().get::<PhoenixSocket>(link.socket)?;
+    sock.core().channel(link.id)?.join_ref
+}
+
+/// The replies logged for `h` so far.
+pub fn replies_for(app: &App, h: PushHandle) -> Vec<PushReplied> {
+    log(app)
+        .replies
+        .iter()
+        .filter(|r| r.handle == h)
+        .cloned()
+        .collect()
+}

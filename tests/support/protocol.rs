@@ -98,12 +98,18 @@ pub struct Transcript {
     pub connects: Vec<(char, String)>,
     /// `Sec-WebSocket-Protocol:` lines of raw request heads (1.8 captures).
     pub subprotocols: Vec<(char, String)>,
+    /// `-- X CLOSED by/after server: code=N` lines.
+    pub closes: Vec<(char, u16)>,
 }
 
 impl Transcript {
     /// Frames of one connection.
     pub fn conn(&self, c: char) -> Vec<Frame> {
-        self.frames.iter().filter(|f| f.conn == c).cloned().collect()
+        self.frames
+            .iter()
+            .filter(|f| f.conn == c)
+            .cloned()
+            .collect()
     }
 }
 
@@ -115,8 +121,7 @@ pub fn data_dir() -> PathBuf {
 /// Loads and parses `tests/data/<rel>`.
 pub fn load(rel: &str) -> Transcript {
     let path = data_dir().join(rel);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     parse(rel, &text)
 }
 
@@ -158,7 +163,7 @@ fn parse_hex_dump(l: &str) -> Vec<u8> {
 }
 
 fn parse_hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex {s:?}");
+    assert!(s.len().is_multiple_of(2), "odd hex {s:?}");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
@@ -234,6 +239,9 @@ pub fn parse(name: &str, text: &str) -> Transcript {
         let Some(dir) = dir else {
             if let Some(url) = rest.strip_prefix("CONNECT ") {
                 t.connects.push((conn, url.to_owned()));
+            } else if let Some(c) = rest.strip_prefix("CLOSED by/after server: code=") {
+                let code: String = c.chars().take_while(char::is_ascii_digit).collect();
+                t.closes.push((conn, code.parse().unwrap()));
             } else if rest.starts_with("REQUEST HEAD") {
                 while i < lines.len() && lines[i].starts_with("      ") {
                     if let Some(v) = lines[i].trim().strip_prefix("Sec-WebSocket-Protocol:") {
@@ -500,7 +508,10 @@ pub fn ok(join_ref: u64, r: u64, topic: &str, response: &str) -> String {
 
 /// A server push or broadcast `[join_ref, null, topic, event, payload]`.
 pub fn msg(join_ref: Option<u64>, topic: &str, event: &str, payload: &str) -> String {
-    format!("[{},null,\"{topic}\",\"{event}\",{payload}]", jref(join_ref))
+    format!(
+        "[{},null,\"{topic}\",\"{event}\",{payload}]",
+        jref(join_ref)
+    )
 }
 
 /// A `phx_error` / `phx_close` (ref = join_ref, as Phoenix sends them).
@@ -787,6 +798,24 @@ impl H {
 }
 
 // -------------------------------------------------------------------------------- replay
+
+/// The connect URL and close code of connection `conn` in `tests/data/<rel>`.
+pub fn connect_and_close(rel: &str, conn: char) -> (String, Option<u16>) {
+    let t = load(rel);
+    let url = t
+        .connects
+        .iter()
+        .find(|(c, _)| *c == conn)
+        .unwrap()
+        .1
+        .clone();
+    let code = t
+        .closes
+        .iter()
+        .find(|(c, _)| *c == conn)
+        .map(|(_, code)| *code);
+    (url, code)
+}
 
 /// Replays one connection of a transcript against a socket.
 ///
