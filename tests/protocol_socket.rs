@@ -1092,3 +1092,57 @@ fn poll_timeout_is_never_in_the_past() {
     h.s.handle_timeout(h.now);
     assert_eq!(h.s.poll_timeout(), t);
 }
+
+#[test]
+fn first_connect_failure_retries_after_10ms_like_phoenix_js() {
+    // The table is indexed by reconnects scheduled since the last open, whether or not the
+    // socket was ever open: a failed first connect retries after 10 ms, then 50 ms.
+    let mut h = H::new(cfg());
+    h.connect();
+    h.closed(TransportClosed::Error("connection refused".into()));
+    let ev = h.events();
+    assert_eq!(reconnect_scheduled(&ev), (2, MS(10)));
+    h.advance(MS(10));
+    h.expect_connect();
+    h.closed(TransportClosed::Refused { status: 403 });
+    assert_eq!(reconnect_scheduled(&h.events()), (3, MS(50)));
+}
+
+#[test]
+fn rejoin_backoff_starts_over_on_a_new_connection() {
+    let mut h = H::new(cfg());
+    h.open();
+    let ch = h
+        .s
+        .join(h.now, "private:x", OutPayload::empty(), JoinOptions::default());
+    let delays = |ev: &[Event]| -> Vec<Duration> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::RejoinScheduled { delay, .. } => Some(*delay),
+                _ => None,
+            })
+            .collect()
+    };
+    // Two refusals: 1 s then 2 s.
+    for expect in [1, 2] {
+        let (jr, _) = refs_of(&h.one_text());
+        let jr = jr.unwrap();
+        h.text(reply(Some(jr), jr, "private:x", "error", r#"{"reason":"unauthorized"}"#));
+        assert_eq!(delays(&h.events()), vec![Duration::from_secs(expect)]);
+        h.advance(Duration::from_secs(expect));
+    }
+    // The connection drops and comes back: the rejoin happens at once, and the next refusal
+    // starts the table over at 1 s.
+    h.outputs();
+    drop_conn(&mut h);
+    h.events();
+    h.advance(MS(10));
+    h.expect_connect();
+    h.s.handle_open(h.now);
+    h.events();
+    let (jr, _) = refs_of(&h.one_text());
+    let jr = jr.unwrap();
+    h.text(reply(Some(jr), jr, "private:x", "error", r#"{"reason":"unauthorized"}"#));
+    assert_eq!(delays(&h.events()), vec![Duration::from_secs(1)]);
+    assert!(h.s.channel(ch).is_some());
+}

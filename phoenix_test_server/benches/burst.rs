@@ -18,15 +18,20 @@ fn main() {
     let stream = TcpStream::connect(server.addr()).unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut ws, _) = tungstenite::client::client(url.as_str(), stream).unwrap();
-    ws.send(Message::Text(r#"["1","1","echo:bench","phx_join",{}]"#.into())).unwrap();
+    ws.send(Message::Text(
+        r#"["1","1","echo:bench","phx_join",{}]"#.into(),
+    ))
+    .unwrap();
     ws.read().unwrap();
     let mut rates = Vec::new();
     let mut bytes = 0;
     for run in 0..runs {
         let reply_prefix = format!(r#"["1","r{run}""#);
         let t0 = Instant::now();
-        ws.send(Message::Text(format!(r#"["1","r{run}","echo:bench","burst",{{"n":{n},"size":100}}]"#)))
-            .unwrap();
+        ws.send(Message::Text(format!(
+            r#"["1","r{run}","echo:bench","burst",{{"n":{n},"size":100}}]"#
+        )))
+        .unwrap();
         let mut ticks = 0u64;
         loop {
             match ws.read().unwrap() {

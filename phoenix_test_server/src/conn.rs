@@ -315,15 +315,23 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
     let faults = &shared.fault_state;
     // We sent a close frame ourselves (idle, malformed): wait for the client's close or EOF.
     let mut closing = false;
-    loop {
+    // Slow consumer fault: park before reading more and before handling what was read.
+    let park = || {
         if faults.stop_reading.load(Ordering::SeqCst) {
             faults.wait_reading_allowed(|| conn.closing.load(Ordering::SeqCst));
-            if conn.closing.load(Ordering::SeqCst) && faults.stop_reading.load(Ordering::SeqCst) {
-                return;
-            }
+        }
+        !(conn.closing.load(Ordering::SeqCst) && faults.stop_reading.load(Ordering::SeqCst))
+    };
+    loop {
+        if !park() {
+            return;
+        }
+        let next = reader.next(&mut stream);
+        if !park() {
+            return;
         }
         let ignoring = closing || conn.closing.load(Ordering::SeqCst);
-        match reader.next(&mut stream) {
+        match next {
             Ok(Incoming::Text(t)) => {
                 if ignoring {
                     continue;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use phoenix_test_server::{
-    Channel, ChannelContext, HandleResult, JoinResult, Payload, PhoenixVersion, Status, TerminateReason, TestServer,
+    Channel, ChannelContext, HandleResult, JoinResult, Payload, PhoenixVersion, Status,
+    TerminateReason, TestServer,
 };
 use serde_json::{Value, json};
 use tungstenite::Message;
@@ -22,13 +23,24 @@ fn start_serves_on_a_free_port_with_the_socket_url() {
     let server = phoenix_test_server::start().unwrap();
     assert!(server.addr().ip().is_loopback());
     assert_ne!(server.addr().port(), 0);
-    assert_eq!(server.url(), format!("ws://127.0.0.1:{}/socket", server.addr().port()));
-    let (status, _, body, _, _) = raw_request(&server.addr().to_string(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        server.url(),
+        format!("ws://127.0.0.1:{}/socket", server.addr().port())
+    );
+    let (status, _, body, _, _) = raw_request(
+        &server.addr().to_string(),
+        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
     assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
-    let (status, _, _, _, _) = raw_request(&server.addr().to_string(), "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, _, _, _, _) = raw_request(
+        &server.addr().to_string(),
+        "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
     assert_eq!(status, 404);
-    let (status, _, _, _, _) =
-        raw_request(&server.addr().to_string(), "GET /socket/longpoll?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, _, _, _, _) = raw_request(
+        &server.addr().to_string(),
+        "GET /socket/longpoll?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
     assert_eq!(status, 404);
 }
 
@@ -36,12 +48,27 @@ fn start_serves_on_a_free_port_with_the_socket_url() {
 fn default_connect_check_and_the_connect_log() {
     let server = phoenix_test_server::start().unwrap();
     let url = server.url();
-    assert_eq!(connect_with(&format!("{url}/websocket?vsn=2.0.0&token=bad"), &[]).err().unwrap().status, 403);
-    assert_eq!(connect_with(&format!("{url}/websocket?vsn=3.0.0"), &[]).err().unwrap().status, 403);
+    assert_eq!(
+        connect_with(&format!("{url}/websocket?vsn=2.0.0&token=bad"), &[])
+            .err()
+            .unwrap()
+            .status,
+        403
+    );
+    assert_eq!(
+        connect_with(&format!("{url}/websocket?vsn=3.0.0"), &[])
+            .err()
+            .unwrap()
+            .status,
+        403
+    );
     let _ok = connect(&url, "vsn=2.0.0&token=good&user_id=a%20b");
     let log = server.connections();
     assert_eq!(log.len(), 3);
-    assert_eq!((log[0].accepted, log[0].params["token"].as_str()), (false, "bad"));
+    assert_eq!(
+        (log[0].accepted, log[0].params["token"].as_str()),
+        (false, "bad")
+    );
     assert!(!log[1].accepted);
     assert!(log[2].accepted);
     assert_eq!(log[2].params["user_id"], "a b");
@@ -55,7 +82,10 @@ fn custom_connect_check_gets_params_and_token() {
     let seen2 = seen.clone();
     let server = TestServer::builder()
         .connect_check(move |params, token| {
-            seen2.lock().unwrap().push((params.get("user").cloned(), token.map(str::to_string)));
+            seen2
+                .lock()
+                .unwrap()
+                .push((params.get("user").cloned(), token.map(str::to_string)));
             token == Some("s3cret") || params.get("user").map(String::as_str) == Some("alice")
         })
         .start()
@@ -65,12 +95,25 @@ fn custom_connect_check_gets_params_and_token() {
     let (_ws, headers) = connect_with(&ws_url, &[("Sec-WebSocket-Protocol", bearer)]).unwrap();
     assert!(headers.contains(&("sec-websocket-protocol".into(), "phoenix".into())));
     assert!(connect_with(&format!("{ws_url}&user=alice"), &[]).is_ok());
-    assert_eq!(connect_with(&format!("{ws_url}&user=bob"), &[]).err().unwrap().status, 403);
+    assert_eq!(
+        connect_with(&format!("{ws_url}&user=bob"), &[])
+            .err()
+            .unwrap()
+            .status,
+        403
+    );
     assert_eq!(
         *seen.lock().unwrap(),
-        vec![(None, Some("s3cret".into())), (Some("alice".into()), None), (Some("bob".into()), None)]
+        vec![
+            (None, Some("s3cret".into())),
+            (Some("alice".into()), None),
+            (Some("bob".into()), None)
+        ]
     );
-    assert_eq!(server.connections()[0].auth_token.as_deref(), Some("s3cret"));
+    assert_eq!(
+        server.connections()[0].auth_token.as_deref(),
+        Some("s3cret")
+    );
 }
 
 #[test]
@@ -89,25 +132,49 @@ fn auth_token_modes() {
     assert_eq!(status, 101);
     assert!(!headers.iter().any(|(k, _)| k == "sec-websocket-protocol"));
     // The default check accepts only "good-token" when a token is sent (Phoenix 1.8 reference app).
-    let bad = connect_with(&url, &[("Sec-WebSocket-Protocol", "phoenix, base64url.bearer.phx.YmFk")]).err().unwrap();
+    let bad = connect_with(
+        &url,
+        &[(
+            "Sec-WebSocket-Protocol",
+            "phoenix, base64url.bearer.phx.YmFk",
+        )],
+    )
+    .err()
+    .unwrap();
     assert_eq!(bad.status, 403);
-    assert!(bad.headers.contains(&("sec-websocket-protocol".into(), "phoenix".into())));
-    let (status, _, body, _, _) = raw_request(&addr, &head("phoenix, base64url.bearer.phx.Pz8-", &addr));
-    assert_eq!((status, body.as_slice()), (500, &br#"{"errors":{"detail":"Internal Server Error"}}"#[..]));
+    assert!(
+        bad.headers
+            .contains(&("sec-websocket-protocol".into(), "phoenix".into()))
+    );
+    let (status, _, body, _, _) =
+        raw_request(&addr, &head("phoenix, base64url.bearer.phx.Pz8-", &addr));
+    assert_eq!(
+        (status, body.as_slice()),
+        (
+            500,
+            &br#"{"errors":{"detail":"Internal Server Error"}}"#[..]
+        )
+    );
     // auth_token(true): unknown subprotocols only -> 403.
     let strict = TestServer::builder().auth_token(true).start().unwrap();
     let addr = strict.addr().to_string();
     assert_eq!(raw_request(&addr, &head("foo", &addr)).0, 403);
     let (mut ws, headers) = connect_with(
         &format!("{}/websocket?vsn=2.0.0", strict.url()),
-        &[("Sec-WebSocket-Protocol", "phoenix, base64url.bearer.phx.Z29vZC10b2tlbg")],
+        &[(
+            "Sec-WebSocket-Protocol",
+            "phoenix, base64url.bearer.phx.Z29vZC10b2tlbg",
+        )],
     )
     .unwrap();
     assert!(headers.contains(&("sec-websocket-protocol".into(), "phoenix".into())));
     send_json(&mut ws, json!(["1", "1", "echo:1", "phx_join", {}]));
     recv_json(&mut ws);
     send_json(&mut ws, json!(["1", "2", "echo:1", "whoami", {}]));
-    assert_eq!(recv_json(&mut ws)[4]["response"], json!({"auth_token": "good-token"}));
+    assert_eq!(
+        recv_json(&mut ws)[4]["response"],
+        json!({"auth_token": "good-token"})
+    );
 }
 
 /// A user channel exercising the whole `Channel` API.
@@ -119,7 +186,11 @@ struct Game {
 impl Channel for Game {
     fn join(&mut self, topic: &str, payload: Payload, ctx: &mut ChannelContext) -> JoinResult {
         self.events.lock().unwrap().push(format!("join {topic}"));
-        match payload.as_json().and_then(|p| p.get("player")).and_then(Value::as_str) {
+        match payload
+            .as_json()
+            .and_then(|p| p.get("player"))
+            .and_then(Value::as_str)
+        {
             Some("panic") => panic!("join blew up"),
             Some(_) => {
                 ctx.send_self(json!("after_join"));
@@ -129,10 +200,18 @@ impl Channel for Game {
         }
     }
 
-    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleResult {
+    fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext,
+    ) -> HandleResult {
         match event {
             "score" => {
-                self.score += payload.as_json().and_then(|p| p["add"].as_i64()).unwrap_or(0);
+                self.score += payload
+                    .as_json()
+                    .and_then(|p| p["add"].as_i64())
+                    .unwrap_or(0);
                 ctx.broadcast_from("scored", json!({"score": self.score}));
                 HandleResult::ok(json!({"score": self.score}))
             }
@@ -167,14 +246,20 @@ impl Channel for Game {
     }
 
     fn terminate(&mut self, reason: &TerminateReason, _ctx: &mut ChannelContext) {
-        self.events.lock().unwrap().push(format!("terminate {reason:?}"));
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("terminate {reason:?}"));
     }
 }
 
 fn game_server(events: &Arc<Mutex<Vec<String>>>) -> TestServer {
     let ev = events.clone();
     TestServer::builder()
-        .channel("game:*", move || Game { events: ev.clone(), score: 0 })
+        .channel("game:*", move || Game {
+            events: ev.clone(),
+            score: 0,
+        })
         // An exact pattern declared by the user wins over the built-in echo:*.
         .channel("echo:special", || phoenix_test_server::PrivateChannel)
         .start()
@@ -189,22 +274,46 @@ fn user_channel_join_push_reply_info_terminate() {
     let mut b = connect(&server.url(), "vsn=2.0.0");
 
     send_json(&mut a, json!(["1", "1", "game:1", "phx_join", {}]));
-    assert_eq!(recv_json(&mut a), json!(["1", "1", "game:1", "phx_reply", {"response": {"reason": "who are you?"}, "status": "error"}]));
-    send_json(&mut a, json!(["2", "2", "game:1", "phx_join", {"player": "a"}]));
-    assert_eq!(recv_json(&mut a)[4]["response"], json!({"topic": "game:1", "socket_id": "alice"}));
-    assert_eq!(recv_json(&mut a), json!(["2", null, "game:1", "welcome", {"join_ref": "2"}]));
+    assert_eq!(
+        recv_json(&mut a),
+        json!(["1", "1", "game:1", "phx_reply", {"response": {"reason": "who are you?"}, "status": "error"}])
+    );
+    send_json(
+        &mut a,
+        json!(["2", "2", "game:1", "phx_join", {"player": "a"}]),
+    );
+    assert_eq!(
+        recv_json(&mut a)[4]["response"],
+        json!({"topic": "game:1", "socket_id": "alice"})
+    );
+    assert_eq!(
+        recv_json(&mut a),
+        json!(["2", null, "game:1", "welcome", {"join_ref": "2"}])
+    );
     send_json(&mut b, json!([7, 1, "game:1", "phx_join", {"player": "b"}]));
     assert_eq!(recv_json(&mut b)[0], 7);
-    assert_eq!(recv_json(&mut b), json!([7, null, "game:1", "welcome", {"join_ref": 7}]));
+    assert_eq!(
+        recv_json(&mut b),
+        json!([7, null, "game:1", "welcome", {"join_ref": 7}])
+    );
 
     // broadcast_from: b gets it, a gets only its reply.
     send_json(&mut a, json!(["2", "3", "game:1", "score", {"add": 5}]));
-    assert_eq!(recv_json(&mut a), json!(["2", "3", "game:1", "phx_reply", {"response": {"score": 5}, "status": "ok"}]));
-    assert_eq!(recv_json(&mut b), json!([null, null, "game:1", "scored", {"score": 5}]));
+    assert_eq!(
+        recv_json(&mut a),
+        json!(["2", "3", "game:1", "phx_reply", {"response": {"score": 5}, "status": "ok"}])
+    );
+    assert_eq!(
+        recv_json(&mut b),
+        json!([null, null, "game:1", "scored", {"score": 5}])
+    );
 
     // Delayed reply from another thread, custom status.
     send_json(&mut a, json!(["2", "4", "game:1", "later", {}]));
-    assert_eq!(recv_json(&mut a), json!(["2", "4", "game:1", "phx_reply", {"response": {"late": true}, "status": "done"}]));
+    assert_eq!(
+        recv_json(&mut a),
+        json!(["2", "4", "game:1", "phx_reply", {"response": {"late": true}, "status": "done"}])
+    );
 
     // send_after -> handle_info -> push.
     send_json(&mut a, json!(["2", "5", "game:1", "tick_after", {}]));
@@ -213,30 +322,54 @@ fn user_channel_join_push_reply_info_terminate() {
 
     // Server-side broadcast and send_info.
     server.broadcast("game:1", "news", json!({"n": 1}));
-    assert_eq!(recv_json(&mut a), json!([null, null, "game:1", "news", {"n": 1}]));
-    assert_eq!(recv_json(&mut b), json!([null, null, "game:1", "news", {"n": 1}]));
+    assert_eq!(
+        recv_json(&mut a),
+        json!([null, null, "game:1", "news", {"n": 1}])
+    );
+    assert_eq!(
+        recv_json(&mut b),
+        json!([null, null, "game:1", "news", {"n": 1}])
+    );
     server.handle().send_info("game:1", json!("server_says"));
-    assert_eq!(recv_json(&mut a), json!(["2", null, "game:1", "server_says", {"topic": "game:1"}]));
+    assert_eq!(
+        recv_json(&mut a),
+        json!(["2", null, "game:1", "server_says", {"topic": "game:1"}])
+    );
     assert_eq!(recv_json(&mut b)[3], "server_says");
 
     // Binary reply from a user channel.
     send_json(&mut a, json!(["2", "6", "game:1", "bytes", {}]));
-    assert_eq!(recv(&mut a), Message::Binary(b"\x01\x01\x01\x06\x0226game:1ok\x01\x02\x03".to_vec()));
+    assert_eq!(
+        recv(&mut a),
+        Message::Binary(b"\x01\x01\x01\x06\x0226game:1ok\x01\x02\x03".to_vec())
+    );
 
     // A panic in handle_in is a crash: phx_error, channel forgotten.
     send_json(&mut b, json!([7, 2, "game:1", "panic", {}]));
     assert_eq!(recv_json(&mut b), json!([7, 7, "game:1", "phx_error", {}]));
     send_json(&mut b, json!([7, 3, "game:1", "score", {}]));
-    assert_eq!(recv_json(&mut b)[4]["response"]["reason"], "unmatched topic");
+    assert_eq!(
+        recv_json(&mut b)[4]["response"]["reason"],
+        "unmatched topic"
+    );
 
     // A panic in join: "join crashed".
-    send_json(&mut b, json!(["8", "8", "game:2", "phx_join", {"player": "panic"}]));
-    assert_eq!(recv_json(&mut b)[4], json!({"response": {"reason": "join crashed"}, "status": "error"}));
+    send_json(
+        &mut b,
+        json!(["8", "8", "game:2", "phx_join", {"player": "panic"}]),
+    );
+    assert_eq!(
+        recv_json(&mut b)[4],
+        json!({"response": {"reason": "join crashed"}, "status": "error"})
+    );
 
     // Stop with reply: reply, then phx_close.
     send_json(&mut a, json!(["2", "7", "game:1", "quit", {}]));
     assert_eq!(recv_json(&mut a)[4]["response"], json!({"bye": 1}));
-    assert_eq!(recv_json(&mut a), json!(["2", "2", "game:1", "phx_close", {}]));
+    assert_eq!(
+        recv_json(&mut a),
+        json!(["2", "2", "game:1", "phx_close", {}])
+    );
 
     // User exact pattern overrides the built-in echo:*.
     send_json(&mut a, json!(["9", "9", "echo:special", "phx_join", {}]));
@@ -247,7 +380,10 @@ fn user_channel_join_push_reply_info_terminate() {
     assert!(server.wait_for_open_connections(0, WAIT));
     let ev = events.lock().unwrap().clone();
     assert!(ev.contains(&"info \"after_join\"".to_string()), "{ev:?}");
-    assert!(ev.iter().any(|e| e.starts_with("terminate Crashed")), "{ev:?}");
+    assert!(
+        ev.iter().any(|e| e.starts_with("terminate Crashed")),
+        "{ev:?}"
+    );
     assert!(ev.contains(&"terminate Stopped".to_string()), "{ev:?}");
 }
 
@@ -256,11 +392,19 @@ fn channels_end_with_the_right_terminate_reason() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let server = game_server(&events);
     let mut a = connect(&server.url(), "vsn=2.0.0");
-    for (jr, topic) in [("1", "game:left"), ("2", "game:dup"), ("3", "game:dup"), ("4", "game:closed")] {
+    for (jr, topic) in [
+        ("1", "game:left"),
+        ("2", "game:dup"),
+        ("3", "game:dup"),
+        ("4", "game:closed"),
+    ] {
         send_json(&mut a, json!([jr, jr, topic, "phx_join", {"player": "x"}]));
         assert_eq!(recv_json(&mut a)[4]["status"], "ok");
         if jr == "3" {
-            assert_eq!(recv_json(&mut a), json!(["2", "2", "game:dup", "phx_close", {}]));
+            assert_eq!(
+                recv_json(&mut a),
+                json!(["2", "2", "game:dup", "phx_close", {}])
+            );
         }
         assert_eq!(recv_json(&mut a)[3], "welcome");
     }
@@ -270,9 +414,19 @@ fn channels_end_with_the_right_terminate_reason() {
     client_close(&mut a, 1000);
     assert_eq!(read_close(&mut a, false), Some(1000));
     assert!(server.wait_for_open_connections(0, WAIT));
-    let ev: Vec<String> = events.lock().unwrap().iter().filter(|e| e.starts_with("terminate")).cloned().collect();
+    let ev: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("terminate"))
+        .cloned()
+        .collect();
     for want in ["terminate Replaced", "terminate Left", "terminate Closed"] {
-        assert_eq!(ev.iter().filter(|e| *e == want).count(), if want == "terminate Closed" { 2 } else { 1 }, "{ev:?}");
+        assert_eq!(
+            ev.iter().filter(|e| *e == want).count(),
+            if want == "terminate Closed" { 2 } else { 1 },
+            "{ev:?}"
+        );
     }
 }
 
@@ -281,26 +435,50 @@ fn max_channels_per_connection() {
     let server = TestServer::builder().max_channels(3).start().unwrap();
     let mut ws = connect(&server.url(), "vsn=2.0.0");
     for i in 1..=3 {
-        send_json(&mut ws, json!([i.to_string(), i.to_string(), format!("echo:m{i}"), "phx_join", {}]));
+        send_json(
+            &mut ws,
+            json!([
+                i.to_string(),
+                i.to_string(),
+                format!("echo:m{i}"),
+                "phx_join",
+                {}
+            ]),
+        );
         assert_eq!(recv_json(&mut ws)[4]["status"], "ok");
     }
     let too_many = json!({"response": {"reason": "too many channels joined"}, "status": "error"});
     send_json(&mut ws, json!(["4", "4", "echo:m4", "phx_join", {}]));
-    assert_eq!(recv_json(&mut ws), json!(["4", "4", "echo:m4", "phx_reply", too_many]));
+    assert_eq!(
+        recv_json(&mut ws),
+        json!(["4", "4", "echo:m4", "phx_reply", too_many])
+    );
     // Route lookup comes first; the limit is checked before join/3.
     send_json(&mut ws, json!(["9", "9", "nope:1", "phx_join", {}]));
-    assert_eq!(recv_json(&mut ws)[4]["response"]["reason"], "unmatched topic");
+    assert_eq!(
+        recv_json(&mut ws)[4]["response"]["reason"],
+        "unmatched topic"
+    );
     send_json(&mut ws, json!(["10", "10", "private:x", "phx_join", {}]));
     assert_eq!(recv_json(&mut ws)[4], too_many);
     // Rejoining a joined topic at the limit is allowed.
     send_json(&mut ws, json!(["5", "5", "echo:m1", "phx_join", {}]));
     assert_eq!(recv_json(&mut ws)[4]["status"], "ok");
-    assert_eq!(recv_json(&mut ws), json!(["1", "1", "echo:m1", "phx_close", {}]));
+    assert_eq!(
+        recv_json(&mut ws),
+        json!(["1", "1", "echo:m1", "phx_close", {}])
+    );
     // Leave frees the slot once its phx_close is sent (here: before the next frame is read).
     send_json(&mut ws, json!(["2", "6", "echo:m2", "phx_leave", {}]));
     send_json(&mut ws, json!(["7", "7", "echo:new1", "phx_join", {}]));
-    assert_eq!(recv_json(&mut ws), json!(["2", "6", "echo:m2", "phx_reply", {"response": {}, "status": "ok"}]));
-    assert_eq!(recv_json(&mut ws), json!(["2", "2", "echo:m2", "phx_close", {}]));
+    assert_eq!(
+        recv_json(&mut ws),
+        json!(["2", "6", "echo:m2", "phx_reply", {"response": {}, "status": "ok"}])
+    );
+    assert_eq!(
+        recv_json(&mut ws),
+        json!(["2", "2", "echo:m2", "phx_close", {}])
+    );
     assert_eq!(recv_json(&mut ws)[4]["status"], "ok");
 }
 
@@ -308,7 +486,10 @@ fn max_channels_per_connection() {
 fn presence_across_connections_and_dropped_websockets() {
     let server = phoenix_test_server::start().unwrap();
     let mut a = connect(&server.url(), "vsn=2.0.0");
-    send_json(&mut a, json!(["1", "1", "room:p", "phx_join", {"user_id": "alice"}]));
+    send_json(
+        &mut a,
+        json!(["1", "1", "room:p", "phx_join", {"user_id": "alice"}]),
+    );
     assert_eq!(recv_json(&mut a)[3], "phx_reply");
     assert_eq!(recv_json(&mut a)[3], "presence_diff");
     assert_eq!(recv_json(&mut a)[3], "presence_state");
@@ -322,24 +503,45 @@ fn presence_across_connections_and_dropped_websockets() {
     assert_eq!(list["alice"]["metas"].as_array().unwrap().len(), 1);
     let metas = list["42"]["metas"].as_array().unwrap();
     assert_eq!(metas.len(), 2);
-    let (r1, r2) = (metas[0]["phx_ref"].as_str().unwrap(), metas[1]["phx_ref"].as_str().unwrap());
+    let (r1, r2) = (
+        metas[0]["phx_ref"].as_str().unwrap(),
+        metas[1]["phx_ref"].as_str().unwrap(),
+    );
     assert_ne!(r1, r2);
     assert!(metas[0]["online_at"].as_u64().unwrap() > 1_700_000_000);
     // alice saw two joins for "42".
-    assert_eq!(recv_json(&mut a)[4]["joins"]["42"]["metas"][0]["phx_ref"], r1);
-    assert_eq!(recv_json(&mut a)[4]["joins"]["42"]["metas"][0]["phx_ref"], r2);
+    assert_eq!(
+        recv_json(&mut a)[4]["joins"]["42"]["metas"][0]["phx_ref"],
+        r1
+    );
+    assert_eq!(
+        recv_json(&mut a)[4]["joins"]["42"]["metas"][0]["phx_ref"],
+        r2
+    );
     // Dropping b1's TCP connection (no close frame) gives the leave diff for its meta only.
     drop(b1);
     let leave = recv_json(&mut a);
-    assert_eq!(leave, json!([null, null, "room:p", "presence_diff", {"joins": {}, "leaves": {"42": {"metas": [metas[0].clone()]}}}]));
-    assert_eq!(server.presence_list("room:p")["42"]["metas"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        leave,
+        json!([null, null, "room:p", "presence_diff", {"joins": {}, "leaves": {"42": {"metas": [metas[0].clone()]}}}])
+    );
+    assert_eq!(
+        server.presence_list("room:p")["42"]["metas"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     drop(b2);
 }
 
 #[test]
 fn server_disconnect_by_socket_id() {
     for (version, code) in [(PhoenixVersion::V1_7, 1000), (PhoenixVersion::V1_8, 1001)] {
-        let server = TestServer::builder().phoenix_version(version).start().unwrap();
+        let server = TestServer::builder()
+            .phoenix_version(version)
+            .start()
+            .unwrap();
         let mut a = connect(&server.url(), "vsn=2.0.0&socket_id=user:1");
         let mut b = connect(&server.url(), "vsn=2.0.0&socket_id=user:2");
         send_json(&mut a, json!(["1", "1", "echo:1", "phx_join", {}]));
@@ -361,7 +563,10 @@ fn slow_replies_later_without_blocking_the_connection() {
     send_json(&mut ws, json!(["1", "2", "echo:1", "slow", {"ms": 200}]));
     send_json(&mut ws, json!([null, "hb", "phoenix", "heartbeat", {}]));
     assert_eq!(recv_json(&mut ws)[1], "hb");
-    assert_eq!(recv_json(&mut ws), json!(["1", "2", "echo:1", "phx_reply", {"response": {"ms": 200}, "status": "ok"}]));
+    assert_eq!(
+        recv_json(&mut ws),
+        json!(["1", "2", "echo:1", "phx_reply", {"response": {"ms": 200}, "status": "ok"}])
+    );
     assert!(t0.elapsed() >= Duration::from_millis(190));
 }
 
@@ -371,14 +576,9 @@ fn ping_gets_pong_and_counters_count() {
     let mut ws = connect(&server.url(), "vsn=2.0.0");
     ws.send(Message::Ping(b"hi".to_vec())).unwrap();
     ws.get_ref().set_read_timeout(Some(WAIT)).unwrap();
-    loop {
-        match ws.read().unwrap() {
-            Message::Pong(p) => {
-                assert_eq!(p, b"hi");
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+    match ws.read().unwrap() {
+        Message::Pong(p) => assert_eq!(p, b"hi"),
+        other => panic!("unexpected {other:?}"),
     }
     send_json(&mut ws, json!([null, "1", "phoenix", "heartbeat", {}]));
     recv_json(&mut ws);
@@ -399,7 +599,10 @@ fn binary_broadcast_and_push() {
         }
     }
     recv_json(&mut a); // b's join diff
-    send_binary(&mut a, binary_push("1", "2", "room:bin", "shout_binary", &[0xde, 0xad]));
+    send_binary(
+        &mut a,
+        binary_push("1", "2", "room:bin", "shout_binary", &[0xde, 0xad]),
+    );
     let kind2 = b"\x02\x08\x0croom:binshout_binary\xde\xad".to_vec();
     assert_eq!(recv(&mut a), Message::Binary(kind2.clone()));
     assert_eq!(recv_json(&mut a)[1], "2");
@@ -440,17 +643,36 @@ fn binary_prints_its_url_and_serves() {
     let help = Command::new(exe).arg("--help").output().unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--idle-timeout-ms"));
-    assert!(!Command::new(exe).arg("--bogus").output().unwrap().status.success());
+    assert!(
+        !Command::new(exe)
+            .arg("--bogus")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
 
     let mut child = Command::new(exe)
-        .args(["--port", "0", "--idle-timeout-ms", "5000", "--phoenix-version", "1.8"])
+        .args([
+            "--port",
+            "0",
+            "--idle-timeout-ms",
+            "5000",
+            "--phoenix-version",
+            "1.8",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let url = line.trim().to_string();
-    assert!(url.starts_with("ws://127.0.0.1:") && url.ends_with("/socket"), "{url}");
+    assert!(
+        url.starts_with("ws://127.0.0.1:") && url.ends_with("/socket"),
+        "{url}"
+    );
     let mut ws = connect(&url, "vsn=2.0.0");
     send_json(&mut ws, json!(["1", "1", "echo:1", "phx_join", {}]));
     recv_json(&mut ws);

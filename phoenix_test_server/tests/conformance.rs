@@ -299,6 +299,7 @@ impl Free {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Endpoint {
     Open(Ws),
     Refused(HttpRefusal),
@@ -347,13 +348,12 @@ impl Run {
     fn exec(&mut self, line: &Line, next_is_raw: bool) {
         if let Some(scale) = self.scale {
             let due = self.start + Duration::from_millis((line.at_ms as f64 * scale) as u64);
-            if matches!(
+            let sends = matches!(
                 line.step,
                 Step::SendText { .. } | Step::SendBinary { .. } | Step::ClientClose { .. }
-            ) {
-                if let Some(d) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(d);
-                }
+            );
+            if let Some(d) = due.checked_duration_since(Instant::now()).filter(|_| sends) {
+                std::thread::sleep(d);
             }
         }
         match &line.step {
@@ -454,13 +454,11 @@ impl Run {
                 if want != got {
                     self.fail(line, format!("headers {got:?}, expected {want:?}"));
                 }
-                if let Some(b) = body {
-                    if got_body != b.as_bytes() {
-                        self.fail(
-                            line,
-                            format!("body {:?}", String::from_utf8_lossy(&got_body)),
-                        );
-                    }
+                if body.as_ref().is_some_and(|b| got_body != b.as_bytes()) {
+                    self.fail(
+                        line,
+                        format!("body {:?}", String::from_utf8_lossy(&got_body)),
+                    );
                 }
             }
             Step::SendText { conn, text } => send_text(self.ws(line, conn), text),

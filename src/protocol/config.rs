@@ -299,6 +299,11 @@ pub(crate) fn push_query_component(out: &mut String, s: &str) {
 
 /// The WebSocket URL for `endpoint` and `params`: `endpoint/websocket?params&vsn=2.0.0`.
 pub fn websocket_url(endpoint: &str, params: &[(String, String)]) -> String {
+    // An endpoint may carry its own query (`ws://h/socket?region=eu`): keep it, before ours.
+    let (endpoint, own_query) = match endpoint.split_once('?') {
+        Some((e, q)) => (e, q.trim_matches('&')),
+        None => (endpoint, ""),
+    };
     let endpoint = endpoint.trim_end_matches('/');
     let mut url = String::with_capacity(endpoint.len() + 64);
     if let Some(rest) = endpoint.strip_prefix("http://") {
@@ -314,6 +319,10 @@ pub fn websocket_url(endpoint: &str, params: &[(String, String)]) -> String {
         url.push_str("/websocket");
     }
     url.push('?');
+    if !own_query.is_empty() {
+        url.push_str(own_query);
+        url.push('&');
+    }
     for (k, v) in params {
         if k == "vsn" {
             continue;
@@ -360,6 +369,10 @@ mod tests {
         assert_eq!(
             websocket_url("ws://h/socket/websocket", &[("vsn".into(), "1".into())]),
             "ws://h/socket/websocket?vsn=2.0.0"
+        );
+        assert_eq!(
+            websocket_url("ws://h/socket?region=eu", &[("a".into(), "b".into())]),
+            "ws://h/socket/websocket?region=eu&a=b&vsn=2.0.0"
         );
     }
 

@@ -430,6 +430,39 @@ impl Hasher for RefHasher {
 
 type RefMap<V> = HashMap<u64, V, BuildHasherDefault<RefHasher>>;
 
+/// Hasher for topics: FxHash-style, 8 bytes a step (topics are short and not attacker-chosen
+/// in a way that matters: the server only echoes topics this client joined).
+#[derive(Default, Clone, Copy)]
+struct TopicHasher(u64);
+
+impl Hasher for TopicHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(26) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(26) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(26) ^ u64::from(i)).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+}
+
+type TopicMap = HashMap<Topic, ChannelId, BuildHasherDefault<TopicHasher>>;
+
 #[derive(Debug)]
 enum PushKind {
     User {
@@ -499,13 +532,15 @@ pub struct Socket {
     want_connected: bool,
     /// Failed connect attempts since the last open.
     connect_failures: u32,
+    /// Reconnects scheduled since the last open (indexes the backoff table, as phoenix.js).
+    reconnect_tries: u32,
     reconnect_at: Option<Instant>,
     heartbeat_at: Option<Instant>,
     heartbeat_pending: Option<(u64, Instant)>,
     next_ref: u64,
     channels: Vec<Slot>,
     free: Vec<u32>,
-    topics: HashMap<Topic, ChannelId>,
+    topics: TopicMap,
     pushes: RefMap<Push>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     outputs: VecDeque<Output>,
@@ -535,13 +570,14 @@ impl Socket {
             conn: Conn::Idle,
             want_connected: false,
             connect_failures: 0,
+            reconnect_tries: 0,
             reconnect_at: None,
             heartbeat_at: None,
             heartbeat_pending: None,
             next_ref: 0,
             channels: Vec::new(),
             free: Vec::new(),
-            topics: HashMap::new(),
+            topics: TopicMap::default(),
             pushes: RefMap::default(),
             deadlines: BinaryHeap::new(),
             outputs: VecDeque::new(),
@@ -660,6 +696,7 @@ impl Socket {
         if !self.want_connected {
             // After GaveUp (or disconnect) the app asks again: a full set of attempts.
             self.connect_failures = 0;
+            self.reconnect_tries = 0;
         }
         self.want_connected = true;
         if self.conn == Conn::Idle {
@@ -674,6 +711,7 @@ impl Socket {
         self.want_connected = false;
         self.reconnect_at = None;
         self.connect_failures = 0;
+        self.reconnect_tries = 0;
         match self.conn {
             Conn::Idle => {}
             Conn::Connecting => {
@@ -835,9 +873,15 @@ impl Socket {
                         state: PushState::Buffered { stale_for },
                     },
                 );
-                if let Some(c) = self.chan_mut(channel) {
+                let pushes = &self.pushes;
+                if let Some(Slot::Used(c)) = self.channels.get_mut(channel.index as usize) {
                     c.buffer.push_back(id);
                     c.buffered += 1;
+                    // Ids of pushes that timed out while buffered are skipped lazily; compact
+                    // now and then so a channel that never joins does not grow without bound.
+                    if c.buffer.len() > 2 * c.buffered + 64 {
+                        c.buffer.retain(|r| pushes.contains_key(r));
+                    }
                 }
             }
         }
@@ -863,12 +907,17 @@ impl Socket {
             self.stats.reconnects += 1;
         }
         self.connect_failures = 0;
+        self.reconnect_tries = 0;
         self.reconnect_at = None;
         self.heartbeat_pending = None;
         self.heartbeat_at = Some(now + self.config.heartbeat_interval);
         self.events.push_back(Event::Connected);
         let ids: Vec<ChannelId> = self.channels().collect();
         for id in ids {
+            // A fresh connection starts every channel's rejoin backoff over (phoenix.js).
+            if let Some(c) = self.chan_mut(id) {
+                c.rejoin_tries = 0;
+            }
             let rejoin = matches!(
                 self.chan(id).map(|c| c.state),
                 Some(ChannelState::Joining | ChannelState::Errored)
@@ -1087,11 +1136,12 @@ impl Socket {
             });
             return;
         }
-        let tries = self.connect_failures + 1;
+        self.reconnect_tries += 1;
+        let tries = self.reconnect_tries;
         let delay = self.jittered(self.config.reconnect_backoff.delay(tries));
         self.reconnect_at = Some(now + delay);
         self.events.push_back(Event::ReconnectScheduled {
-            attempt: tries,
+            attempt: self.connect_failures + 1,
             delay,
         });
     }

@@ -1,5 +1,10 @@
 //! A minimal raw websocket client (blocking tungstenite) for the integration tests.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::type_complexity,
+    clippy::result_large_err
+)]
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

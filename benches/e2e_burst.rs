@@ -1,0 +1,193 @@
+//! End-to-end burst receive: the test server pushes 100k `tick`s with 100-byte pads
+//! (`burst {"n":100000,"size":100}` on `echo:*`) to one client, which counts them.
+//!
+//! `cargo bench -p bevy_phoenix_channels --bench e2e_burst`
+//!
+//! Clients, side by side against the same server process, runs interleaved:
+//! - raw: blocking tungstenite 0.24 (`TCP_NODELAY`), every frame parsed with serde_json into
+//!   `(Option<&str>, Option<&str>, &str, &str, &RawValue)`;
+//! - plugin: a headless app (`MinimalPlugins` + `PhoenixChannelsPlugin`), `app.update()` in an
+//!   uncapped loop until a system in `Update` has counted 100k `ChannelMessage`s;
+//! - phoenix.js 1.8.16 on node with `ws` (`benches/js/bench.mjs`).
+//!
+//! Time runs from the `burst` push to the last tick counted. Client CPU is the client process's
+//! (all threads) over the same span; the server runs in a child process. Without `--bench`
+//! (`cargo test --benches`) it runs one small smoke round and prints no table.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+#[path = "e2e_support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy_phoenix_channels::prelude::*;
+use support::{Frame, Raw, ServerProcess};
+
+const SIZE: usize = 100;
+
+/// One run of one client.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    secs: f64,
+    client_cpu: Duration,
+    server_cpu: Duration,
+    frames: u64,
+}
+
+fn raw(server: &ServerProcess, n: u64) -> Sample {
+    let mut c = Raw::connect(server);
+    c.join(&support::topic("raw-burst"));
+    let (cpu0, scpu0) = (support::self_cpu(), server_stat_cpu(server));
+    let t0 = Instant::now();
+    c.write_push("burst", &format!(r#"{{"n":{n},"size":{SIZE}}}"#));
+    c.flush();
+    let mut ticks = 0;
+    while ticks < n {
+        let text = c.read_text();
+        let f: Frame = serde_json::from_str(&text).unwrap();
+        if f.3 == "tick" {
+            black_box(f.4);
+            ticks += 1;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let s = Sample {
+        secs,
+        client_cpu: support::self_cpu() - cpu0,
+        server_cpu: server_stat_cpu(server) - scpu0,
+        frames: 0,
+    };
+    c.close();
+    s
+}
+
+#[derive(Resource, Default)]
+struct Ticks {
+    target: u64,
+    seen: u64,
+    done: Option<Instant>,
+}
+
+fn count_ticks(mut inbox: MessageReader<ChannelMessage>, mut t: ResMut<Ticks>) {
+    let mut k = 0;
+    for m in inbox.read() {
+        if &*m.event == "tick" {
+            k += 1;
+        }
+    }
+    t.seen += k;
+    if t.seen >= t.target && t.done.is_none() {
+        t.done = Some(Instant::now());
+    }
+}
+
+fn plugin(server: &ServerProcess, n: u64) -> Sample {
+    let mut app = support::plugin_app(&server.url);
+    app.insert_resource(Ticks {
+        target: u64::MAX,
+        ..default()
+    })
+    .add_systems(Update, count_ticks);
+    let channel = support::join(&mut app, &support::topic("plugin-burst"));
+    app.world_mut().resource_mut::<Ticks>().target = n;
+    let (cpu0, scpu0) = (support::self_cpu(), server_stat_cpu(server));
+    let t0 = Instant::now();
+    app.world_mut().write_message(
+        PushMessage::json(channel, "burst", &serde_json::json!({"n": n, "size": SIZE})).unwrap(),
+    );
+    let deadline = t0 + Duration::from_secs(60);
+    let mut frames = 0;
+    let done = loop {
+        app.update();
+        frames += 1;
+        if let Some(done) = app.world().resource::<Ticks>().done {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "plugin burst timed out");
+    };
+    let s = Sample {
+        secs: (done - t0).as_secs_f64(),
+        client_cpu: support::self_cpu() - cpu0,
+        server_cpu: server_stat_cpu(server) - scpu0,
+        frames,
+    };
+    assert_eq!(app.world().resource::<Ticks>().seen, n);
+    s
+}
+
+fn js(server: &ServerProcess, n: u64) -> Sample {
+    let scpu0 = server_stat_cpu(server);
+    let r = support::run_js(server, &["burst", &n.to_string(), &SIZE.to_string()]);
+    assert_eq!(r.n, n);
+    Sample {
+        secs: r.secs,
+        client_cpu: Duration::from_secs_f64(r.cpu_us / 1e6),
+        // Includes node's connect and join (a few frames): negligible next to 100k ticks.
+        server_cpu: server_stat_cpu(server) - scpu0,
+        frames: 0,
+    }
+}
+
+/// Server CPU from `/proc/PID/stat` (10 ms ticks, but it keeps the time of connection threads
+/// that have ended, which node's connection has by the time we read it).
+fn server_stat_cpu(server: &ServerProcess) -> Duration {
+    server.stat_cpu()
+}
+
+fn main() {
+    support::serve_if_child();
+    let full = support::full();
+    let n: u64 = if full { 100_000 } else { 1_000 };
+    let server = ServerProcess::spawn();
+    let with_js = support::js_available();
+    let mut results: Vec<(&str, Vec<Sample>)> =
+        vec![("raw tungstenite", vec![]), ("plugin", vec![]), ("phoenix.js", vec![])];
+    for run in 0..support::runs() {
+        let r = raw(&server, n);
+        results[0].1.push(r);
+        let p = plugin(&server, n);
+        results[1].1.push(p);
+        if with_js {
+            results[2].1.push(js(&server, n));
+        }
+        eprintln!("run {run}: raw {r:?}\n       plugin {p:?}");
+    }
+    if !full {
+        println!("e2e_burst smoke round ok");
+        return;
+    }
+    let rate = |v: &[Sample]| support::median(&v.iter().map(|s| n as f64 / s.secs).collect::<Vec<_>>());
+    let cpu = |v: &[Sample]| {
+        support::median(&v.iter().map(|s| s.client_cpu.as_secs_f64() * 1e6 / n as f64).collect::<Vec<_>>())
+    };
+    let scpu = |v: &[Sample]| {
+        support::median(&v.iter().map(|s| s.server_cpu.as_secs_f64() * 1e6 / n as f64).collect::<Vec<_>>())
+    };
+    let (raw_rate, raw_cpu) = (rate(&results[0].1), cpu(&results[0].1));
+    println!("\n### Burst receive: {n} ticks of {SIZE}-byte pads (medians of {} runs)\n", support::runs());
+    println!("| client | msgs/s | × raw | client CPU µs/msg | × raw | server CPU µs/msg |");
+    println!("|---|---|---|---|---|---|");
+    for (name, v) in &results {
+        if v.is_empty() {
+            println!("| {name} | skipped | | | | |");
+            continue;
+        }
+        let (r, c) = (rate(v), cpu(v));
+        println!(
+            "| {name} | {r:.0} | {} | {c:.2} | {} | {:.2} |",
+            support::ratio(r, raw_rate),
+            support::ratio(c, raw_cpu),
+            scpu(v)
+        );
+    }
+    let frames = support::median(&results[1].1.iter().map(|s| s.frames as f64).collect::<Vec<_>>());
+    println!("\nplugin: median {frames:.0} app.update() calls per burst");
+    println!("all runs (msgs/s):");
+    for (name, v) in &results {
+        let all: Vec<String> = v.iter().map(|s| format!("{:.0}", n as f64 / s.secs)).collect();
+        println!("  {name}: {}", all.join(", "));
+    }
+    println!("{}", support::machine_note());
+}
