@@ -28,7 +28,12 @@ fn joined_socket(now: Instant) -> (Socket, ChannelId) {
     );
     s.connect(now);
     s.handle_open(now);
-    let ch = s.join(now, "room:lobby", OutPayload::empty(), JoinOptions::default());
+    let ch = s.join(
+        now,
+        "room:lobby",
+        OutPayload::empty(),
+        JoinOptions::default(),
+    );
     s.handle_text(
         now,
         r#"["1","1","room:lobby","phx_reply",{"status":"ok","response":{}}]"#.to_owned(),

@@ -142,31 +142,53 @@ fn main() {
     let n: u64 = if full { 100_000 } else { 1_000 };
     let server = ServerProcess::spawn();
     let with_js = support::js_available();
-    let mut results: Vec<(&str, Vec<Sample>)> =
-        vec![("raw tungstenite", vec![]), ("plugin", vec![]), ("phoenix.js", vec![])];
+    let mut results: Vec<(&str, Vec<Sample>)> = vec![
+        ("raw tungstenite", vec![]),
+        ("plugin", vec![]),
+        ("phoenix.js", vec![]),
+    ];
     for run in 0..support::runs() {
-        let r = raw(&server, n);
-        results[0].1.push(r);
-        let p = plugin(&server, n);
-        results[1].1.push(p);
-        if with_js {
-            results[2].1.push(js(&server, n));
+        if support::enabled("raw") {
+            let r = raw(&server, n);
+            eprintln!("run {run}: raw {r:?}");
+            results[0].1.push(r);
         }
-        eprintln!("run {run}: raw {r:?}\n       plugin {p:?}");
+        if support::enabled("plugin") {
+            let p = plugin(&server, n);
+            eprintln!("run {run}: plugin {p:?}");
+            results[1].1.push(p);
+        }
+        if with_js && support::enabled("js") {
+            let j = js(&server, n);
+            eprintln!("run {run}: phoenix.js {j:?}");
+            results[2].1.push(j);
+        }
     }
     if !full {
         println!("e2e_burst smoke round ok");
         return;
     }
-    let rate = |v: &[Sample]| support::median(&v.iter().map(|s| n as f64 / s.secs).collect::<Vec<_>>());
+    let rate =
+        |v: &[Sample]| support::median(&v.iter().map(|s| n as f64 / s.secs).collect::<Vec<_>>());
     let cpu = |v: &[Sample]| {
-        support::median(&v.iter().map(|s| s.client_cpu.as_secs_f64() * 1e6 / n as f64).collect::<Vec<_>>())
+        support::median(
+            &v.iter()
+                .map(|s| s.client_cpu.as_secs_f64() * 1e6 / n as f64)
+                .collect::<Vec<_>>(),
+        )
     };
     let scpu = |v: &[Sample]| {
-        support::median(&v.iter().map(|s| s.server_cpu.as_secs_f64() * 1e6 / n as f64).collect::<Vec<_>>())
+        support::median(
+            &v.iter()
+                .map(|s| s.server_cpu.as_secs_f64() * 1e6 / n as f64)
+                .collect::<Vec<_>>(),
+        )
     };
     let (raw_rate, raw_cpu) = (rate(&results[0].1), cpu(&results[0].1));
-    println!("\n### Burst receive: {n} ticks of {SIZE}-byte pads (medians of {} runs)\n", support::runs());
+    println!(
+        "\n### Burst receive: {n} ticks of {SIZE}-byte pads (medians of {} runs)\n",
+        support::runs()
+    );
     println!("| client | msgs/s | × raw | client CPU µs/msg | × raw | server CPU µs/msg |");
     println!("|---|---|---|---|---|---|");
     for (name, v) in &results {
@@ -182,11 +204,20 @@ fn main() {
             scpu(v)
         );
     }
-    let frames = support::median(&results[1].1.iter().map(|s| s.frames as f64).collect::<Vec<_>>());
+    let frames = support::median(
+        &results[1]
+            .1
+            .iter()
+            .map(|s| s.frames as f64)
+            .collect::<Vec<_>>(),
+    );
     println!("\nplugin: median {frames:.0} app.update() calls per burst");
     println!("all runs (msgs/s):");
     for (name, v) in &results {
-        let all: Vec<String> = v.iter().map(|s| format!("{:.0}", n as f64 / s.secs)).collect();
+        let all: Vec<String> = v
+            .iter()
+            .map(|s| format!("{:.0}", n as f64 / s.secs))
+            .collect();
         println!("  {name}: {}", all.join(", "));
     }
     println!("{}", support::machine_note());

@@ -1112,9 +1112,12 @@ fn first_connect_failure_retries_after_10ms_like_phoenix_js() {
 fn rejoin_backoff_starts_over_on_a_new_connection() {
     let mut h = H::new(cfg());
     h.open();
-    let ch = h
-        .s
-        .join(h.now, "private:x", OutPayload::empty(), JoinOptions::default());
+    let ch = h.s.join(
+        h.now,
+        "private:x",
+        OutPayload::empty(),
+        JoinOptions::default(),
+    );
     let delays = |ev: &[Event]| -> Vec<Duration> {
         ev.iter()
             .filter_map(|e| match e {
@@ -1127,7 +1130,13 @@ fn rejoin_backoff_starts_over_on_a_new_connection() {
     for expect in [1, 2] {
         let (jr, _) = refs_of(&h.one_text());
         let jr = jr.unwrap();
-        h.text(reply(Some(jr), jr, "private:x", "error", r#"{"reason":"unauthorized"}"#));
+        h.text(reply(
+            Some(jr),
+            jr,
+            "private:x",
+            "error",
+            r#"{"reason":"unauthorized"}"#,
+        ));
         assert_eq!(delays(&h.events()), vec![Duration::from_secs(expect)]);
         h.advance(Duration::from_secs(expect));
     }
@@ -1142,7 +1151,13 @@ fn rejoin_backoff_starts_over_on_a_new_connection() {
     h.events();
     let (jr, _) = refs_of(&h.one_text());
     let jr = jr.unwrap();
-    h.text(reply(Some(jr), jr, "private:x", "error", r#"{"reason":"unauthorized"}"#));
+    h.text(reply(
+        Some(jr),
+        jr,
+        "private:x",
+        "error",
+        r#"{"reason":"unauthorized"}"#,
+    ));
     assert_eq!(delays(&h.events()), vec![Duration::from_secs(1)]);
     assert!(h.s.channel(ch).is_some());
 }

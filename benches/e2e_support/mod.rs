@@ -36,6 +36,15 @@ pub fn runs() -> usize {
         .unwrap_or(3)
 }
 
+/// Whether to run client `name` ("raw", "plugin", "js"): all unless `BPC_E2E_ONLY` lists
+/// some (comma-separated), e.g. for profiling one of them.
+pub fn enabled(name: &str) -> bool {
+    match std::env::var("BPC_E2E_ONLY") {
+        Ok(v) if !v.is_empty() => v.split(',').any(|x| x.trim() == name),
+        _ => true,
+    }
+}
+
 /// Call first in `main`: in the server child, serves until stdin closes and exits.
 pub fn serve_if_child() {
     if std::env::var_os(SERVE_ENV).is_none() {
@@ -87,8 +96,8 @@ impl ServerProcess {
     /// CPU time of the server process from `/proc/PID/stat` (utime + stime, 10 ms ticks), which
     /// keeps the time of threads that have ended (connections closed before it is read).
     pub fn stat_cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the ")" that ends the command name: utime and stime are the 12th and 13th.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<u64> = rest
@@ -195,7 +204,8 @@ impl Raw {
         self.ws.send(Message::Text(frame)).expect("send join");
         loop {
             let text = self.read_text();
-            let (_, msg_ref, _, event, payload): Frame = serde_json::from_str(&text).expect("frame");
+            let (_, msg_ref, _, event, payload): Frame =
+                serde_json::from_str(&text).expect("frame");
             if event == "phx_reply" && msg_ref == Some(r.to_string().as_str()) {
                 assert!(payload.get().contains(r#""status":"ok""#), "join: {text}");
                 return;
@@ -281,7 +291,11 @@ pub fn single_threaded(app: &mut App) {
 pub fn topic(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("echo:{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "echo:{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 // ----- phoenix.js ----------------------------------------------------------------------------
@@ -372,7 +386,10 @@ pub fn machine_note() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     format!(
         "{cores} cores, load average {} at the end; runs per client: {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         runs()
     )
 }

@@ -498,6 +498,8 @@ fn presence_across_connections_and_dropped_websockets() {
     for b in [&mut b1, &mut b2] {
         send_json(b, json!(["1", "1", "room:p", "phx_join", {"user_id": 42}]));
         assert_eq!(recv_json(b)[3], "phx_reply");
+        assert_eq!(recv_json(b)[3], "presence_diff");
+        assert_eq!(recv_json(b)[3], "presence_state");
     }
     let list = server.presence_list("room:p");
     assert_eq!(list["alice"]["metas"].as_array().unwrap().len(), 1);

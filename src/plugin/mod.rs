@@ -630,7 +630,14 @@ fn send_system(
     // Joins: new channel entities, and JoinChannel messages (which spawn one).
     let mut to_join: Vec<(Entity, PhoenixChannel)> = Vec::new();
     for (e, ch) in &input.new_channels {
-        to_join.push((e, ch.clone()));
+        // A channel that could not join when it was spawned (no socket) stays closed.
+        let closed = sinks
+            .channels
+            .get(e)
+            .is_ok_and(|(s, _)| s.0 == ChannelState::Closed);
+        if !closed {
+            to_join.push((e, ch.clone()));
+        }
     }
     for j in input.joins.read() {
         let ch = PhoenixChannel {
@@ -639,6 +646,13 @@ fn send_system(
             payload: j.payload.clone(),
             presence: true,
         };
+        if resolve(j.socket).is_none_or(|s| !sockets.contains(s)) {
+            error!("phoenix: cannot join {:?}: no socket", ch.topic);
+            sinks
+                .commands
+                .spawn((ch, ChannelStatus(ChannelState::Closed)));
+            continue;
+        }
         let e = sinks.commands.spawn(ch.clone()).id();
         to_join.push((e, ch));
     }

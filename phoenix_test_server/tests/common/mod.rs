@@ -210,6 +210,8 @@ pub fn read_close(ws: &mut Ws, skip_data: bool) -> Option<u16> {
         assert!(Instant::now() < deadline, "connection did not end");
         match recv_timeout(ws, deadline - Instant::now()) {
             Ok(Some(Message::Close(f))) => {
+                // Send tungstenite's close reply now, so the server need not wait for it.
+                let _ = ws.flush();
                 return Some(f.map(|f| u16::from(f.code)).unwrap_or(1005));
             }
             Ok(Some(m)) => {

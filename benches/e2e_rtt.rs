@@ -1,0 +1,258 @@
+//! End-to-end push → reply round trip: sequential `echo` pushes with a small payload, one in
+//! flight at a time, p50/p99 latency over 5k round trips (after 500 untimed ones).
+//!
+//! `cargo bench -p bevy_phoenix_channels --bench e2e_rtt`
+//!
+//! - raw: blocking tungstenite 0.24 (`TCP_NODELAY`): write + flush the push, read frames (each
+//!   parsed with serde_json into the borrowed tuple) until the reply with its ref;
+//! - plugin: a system in `Update` writes a `PushMessage` (it leaves in that frame's `PostUpdate`)
+//!   and, in a later frame, reads its `PushReplied` and writes the next push at once; the app runs
+//!   `app.update()` in an uncapped loop. Latency is from the write in `Update` to the read in
+//!   `Update`;
+//! - phoenix.js 1.8.16 on node with `ws`: `push(..).receive("ok", next)`.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+#[path = "e2e_support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy_phoenix_channels::prelude::*;
+use support::{Frame, Raw, ServerProcess};
+
+const WARMUP: usize = 500;
+
+#[derive(Debug)]
+struct Sample {
+    /// Sorted latencies.
+    lat: Vec<Duration>,
+    secs: f64,
+    client_cpu: Duration,
+    frames: u64,
+}
+
+impl Sample {
+    fn p(&self, p: f64) -> f64 {
+        support::percentile(&self.lat, p).as_secs_f64() * 1e6
+    }
+}
+
+fn raw(server: &ServerProcess, n: usize) -> Sample {
+    let mut c = Raw::connect(server);
+    c.join(&support::topic("raw-rtt"));
+    let mut lat = Vec::with_capacity(n);
+    let mut cpu0 = support::self_cpu();
+    let mut t_start = Instant::now();
+    for i in 0..WARMUP + n {
+        if i == WARMUP {
+            cpu0 = support::self_cpu();
+            t_start = Instant::now();
+        }
+        let t0 = Instant::now();
+        let r = c
+            .write_push("echo", &format!(r#"{{"i":{i},"body":"hello"}}"#))
+            .to_string();
+        c.flush();
+        loop {
+            let text = c.read_text();
+            let f: Frame = serde_json::from_str(&text).unwrap();
+            if f.3 == "phx_reply" && f.1 == Some(r.as_str()) {
+                break;
+            }
+        }
+        if i >= WARMUP {
+            lat.push(t0.elapsed());
+        }
+    }
+    let secs = t_start.elapsed().as_secs_f64();
+    let client_cpu = support::self_cpu() - cpu0;
+    c.close();
+    lat.sort();
+    Sample {
+        lat,
+        secs,
+        client_cpu,
+        frames: 0,
+    }
+}
+
+/// The push payload, `{"i":N,"body":"hello"}` (as the raw client's).
+#[derive(serde::Serialize)]
+struct Echo {
+    i: usize,
+    body: &'static str,
+}
+
+#[derive(Resource)]
+struct Rtt {
+    channel: Entity,
+    total: usize,
+    sent: usize,
+    pending: Option<(PushHandle, Instant)>,
+    lat: Vec<Duration>,
+    started: Option<(Instant, Duration)>,
+}
+
+fn rtt_system(
+    mut st: ResMut<Rtt>,
+    mut replies: MessageReader<PushReplied>,
+    mut out: MessageWriter<PushMessage>,
+) {
+    for r in replies.read() {
+        if let Some((h, t0)) = st.pending
+            && r.handle == h
+        {
+            assert!(r.is_ok(), "echo failed: {:?}", r.outcome);
+            let d = t0.elapsed();
+            if st.sent > WARMUP {
+                st.lat.push(d);
+            }
+            st.pending = None;
+        }
+    }
+    if st.pending.is_none() && st.sent < st.total {
+        if st.sent == WARMUP {
+            st.started = Some((Instant::now(), support::self_cpu()));
+        }
+        let i = st.sent;
+        let msg = PushMessage::json(st.channel, "echo", &Echo { i, body: "hello" }).unwrap();
+        st.pending = Some((msg.handle, Instant::now()));
+        st.sent += 1;
+        out.write(msg);
+    }
+}
+
+fn plugin(server: &ServerProcess, n: usize) -> Sample {
+    let mut app = support::plugin_app(&server.url);
+    let channel = support::join(&mut app, &support::topic("plugin-rtt"));
+    app.insert_resource(Rtt {
+        channel,
+        total: WARMUP + n,
+        sent: 0,
+        pending: None,
+        lat: Vec::with_capacity(n),
+        started: None,
+    })
+    .add_systems(Update, rtt_system);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut frames = 0;
+    loop {
+        app.update();
+        let st = app.world().resource::<Rtt>();
+        if st.started.is_some() {
+            frames += 1;
+        }
+        if st.lat.len() == n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "plugin rtt timed out");
+    }
+    let cpu1 = support::self_cpu();
+    let mut st = app.world_mut().resource_mut::<Rtt>();
+    let (t_start, cpu0) = st.started.unwrap();
+    let mut lat = std::mem::take(&mut st.lat);
+    lat.sort();
+    Sample {
+        lat,
+        secs: t_start.elapsed().as_secs_f64(),
+        client_cpu: cpu1 - cpu0,
+        frames,
+    }
+}
+
+fn js(server: &ServerProcess, n: usize) -> Sample {
+    let r = support::run_js(server, &["rtt", &n.to_string()]);
+    let mut lat: Vec<Duration> = r
+        .lat_ns
+        .iter()
+        .map(|&ns| Duration::from_nanos(ns))
+        .collect();
+    lat.sort();
+    Sample {
+        lat,
+        secs: r.secs,
+        client_cpu: Duration::from_secs_f64(r.cpu_us / 1e6),
+        frames: 0,
+    }
+}
+
+fn main() {
+    support::serve_if_child();
+    let full = support::full();
+    let n: usize = if full { 5_000 } else { 100 };
+    let server = ServerProcess::spawn();
+    let with_js = support::js_available();
+    let mut results: Vec<(&str, Vec<Sample>)> = vec![
+        ("raw tungstenite", vec![]),
+        ("plugin", vec![]),
+        ("phoenix.js", vec![]),
+    ];
+    for run in 0..support::runs() {
+        if support::enabled("raw") {
+            results[0].1.push(raw(&server, n));
+        }
+        if support::enabled("plugin") {
+            results[1].1.push(plugin(&server, n));
+        }
+        if with_js && support::enabled("js") {
+            results[2].1.push(js(&server, n));
+        }
+        for (name, v) in &results {
+            if let Some(s) = v.last() {
+                eprintln!(
+                    "run {run}: {name}: p50 {:.1} µs, p99 {:.1} µs, {:.0}/s",
+                    s.p(50.0),
+                    s.p(99.0),
+                    n as f64 / s.secs
+                );
+            }
+        }
+    }
+    if !full {
+        println!("e2e_rtt smoke round ok");
+        return;
+    }
+    let med = |v: &[Sample], f: &dyn Fn(&Sample) -> f64| {
+        support::median(&v.iter().map(f).collect::<Vec<_>>())
+    };
+    let p50 = |s: &Sample| s.p(50.0);
+    let p99 = |s: &Sample| s.p(99.0);
+    let rate = |s: &Sample| n as f64 / s.secs;
+    let cpu = |s: &Sample| s.client_cpu.as_secs_f64() * 1e6 / n as f64;
+    let raw50 = med(&results[0].1, &p50);
+    let raw99 = med(&results[0].1, &p99);
+    println!(
+        "\n### Push → reply round trip: {n} sequential echo pushes (medians of {} runs)\n",
+        support::runs()
+    );
+    println!(
+        "| client | p50 µs | × raw | p99 µs | × raw | round trips/s | client CPU µs/round trip |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, v) in &results {
+        if v.is_empty() {
+            println!("| {name} | skipped | | | | | |");
+            continue;
+        }
+        let (a, b) = (med(v, &p50), med(v, &p99));
+        println!(
+            "| {name} | {a:.1} | {} | {b:.1} | {} | {:.0} | {:.1} |",
+            support::ratio(a, raw50),
+            support::ratio(b, raw99),
+            med(v, &rate),
+            med(v, &cpu)
+        );
+    }
+    let frames = med(&results[1].1, &|s: &Sample| s.frames as f64 / n as f64);
+    println!("\nplugin: median {frames:.1} app.update() calls per round trip (uncapped loop)");
+    println!("all runs (p50 / p99 µs):");
+    for (name, v) in &results {
+        let all: Vec<String> = v
+            .iter()
+            .map(|s| format!("{:.1} / {:.1}", s.p(50.0), s.p(99.0)))
+            .collect();
+        println!("  {name}: {}", all.join(", "));
+    }
+    println!("{}", support::machine_note());
+}

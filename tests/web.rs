@@ -1,0 +1,564 @@
+//! Browser (wasm32) tests: the web transport (src/transport/web.rs) and the whole plugin, run in
+//! headless Chromium by `wasm-bindgen-test-runner` against `phoenix_test_server` running natively
+//! on loopback. The server's URL is baked in at compile time from `PHOENIX_TEST_URL`
+//! (`ws://127.0.0.1:PORT/socket`); `.ci/extra` starts the server and sets it:
+//!
+//! ```sh
+//! CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+//!   PHOENIX_TEST_URL=ws://127.0.0.1:4000/socket \
+//!   cargo test -p bevy_phoenix_channels --target wasm32-unknown-unknown --test web
+//! ```
+//!
+//! The browser only runs WebSocket callbacks when the page's event loop gets control, so nothing
+//! here blocks: each frame is one `app.update()` (or one transport `poll`) followed by an awaited
+//! `setTimeout` promise. Bevy's `Time<Real>` comes from `performance.now()` (the `web` feature).
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used)]
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy_phoenix_channels::prelude::*;
+use bevy_phoenix_channels::protocol::Transmit;
+use bevy_phoenix_channels::protocol::wire::{self, BinaryFrame};
+use bevy_phoenix_channels::transport::{ConnectRequest, Transport, TransportError, TransportEvent};
+use serde_json::{Value, json};
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+use web_time::Instant;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// The test server's socket endpoint, e.g. `ws://127.0.0.1:4000/socket`.
+fn server_url() -> &'static str {
+    match option_env!("PHOENIX_TEST_URL") {
+        Some(url) if !url.is_empty() => url,
+        // Failing (not skipping) keeps a misconfigured CI from passing with nothing tested.
+        _ => panic!(
+            "PHOENIX_TEST_URL was not set at compile time: start phoenix_test_server and build \
+             this test with PHOENIX_TEST_URL=ws://127.0.0.1:PORT/socket (see .ci/extra)"
+        ),
+    }
+}
+
+/// Hands control back to the browser for about `ms` milliseconds (callbacks run meanwhile).
+async fn yield_ms(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        web_sys::window()
+            .expect("a window (run_in_browser)")
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .expect("setTimeout");
+    });
+    wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .expect("setTimeout promise");
+}
+
+/// A topic suffix unique in this page and across runs against a long-lived server.
+fn unique(prefix: &str) -> String {
+    thread_local!(static N: Cell<u32> = const { Cell::new(0) });
+    let n = N.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    });
+    format!("{prefix}{}-{n}", js_sys::Date::now() as u64)
+}
+
+// ----- the transport alone -------------------------------------------------------------------
+
+/// Polls `t` (yielding between polls) until `n` events arrived or `secs` passed.
+async fn poll_events(t: &mut Transport, n: usize, secs: u64, what: &str) -> Vec<TransportEvent> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut got = Vec::new();
+    while got.len() < n {
+        while let Some(ev) = t.poll() {
+            got.push(ev);
+        }
+        if got.len() >= n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {n} events, got {}: {got:?}",
+            got.len()
+        );
+        yield_ms(1).await;
+    }
+    got
+}
+
+/// A received frame in a comparable form: text frames as their JSON array, binary frames
+/// decoded by the crate's V2 codec into a JSON description.
+fn describe(ev: &TransportEvent) -> Value {
+    match ev {
+        TransportEvent::Text(s) => serde_json::from_str::<Value>(s).unwrap(),
+        TransportEvent::Binary(b) => match wire::decode_binary(b).unwrap() {
+            BinaryFrame::Push {
+                join_ref,
+                topic,
+                event,
+                payload,
+            } => {
+                json!({"bin": "push", "join_ref": join_ref, "topic": topic, "event": event, "payload": payload})
+            }
+            BinaryFrame::Reply {
+                join_ref,
+                msg_ref,
+                topic,
+                status,
+                payload,
+            } => {
+                json!({"bin": "reply", "join_ref": join_ref, "ref": msg_ref, "topic": topic, "status": status, "payload": payload})
+            }
+            BinaryFrame::Broadcast {
+                topic,
+                event,
+                payload,
+            } => json!({"bin": "broadcast", "topic": topic, "event": event, "payload": payload}),
+        },
+        other => json!({ "other": format!("{other:?}") }),
+    }
+}
+
+fn text_reply(topic: &str, msg_ref: u32, response: Value) -> Value {
+    json!(["1", msg_ref.to_string(), topic, "phx_reply", {"status": "ok", "response": response}])
+}
+
+/// Joins `topic` on a raw transport; the join is sent before the socket opens (queued).
+async fn raw_joined(topic: &str) -> Transport {
+    let url = format!("{}/websocket?vsn=2.0.0", server_url());
+    let mut t = Transport::connect(ConnectRequest::new(url));
+    t.send(Transmit::Text(
+        json!(["1", "1", topic, "phx_join", {}]).to_string(),
+    ))
+    .unwrap();
+    t.flush();
+    let evs = poll_events(&mut t, 2, 10, "open and join reply").await;
+    assert_eq!(evs[0], TransportEvent::Opened { protocol: None });
+    assert_eq!(
+        describe(&evs[1]),
+        text_reply(topic, 1, json!({ "joined": topic }))
+    );
+    assert!(t.is_open());
+    t
+}
+
+/// Text and binary frames, both ways, arrive in wire order: a burst of binary pushes, text
+/// pushes, binary replies and text replies, all interleaved. This is what ewebsock 0.8 broke
+/// (its Blob mode decodes binary frames asynchronously); `binaryType = "arraybuffer"` keeps it.
+#[wasm_bindgen_test]
+async fn transport_keeps_wire_order_of_text_and_binary_frames() {
+    let topic = unique("echo:web-raw-");
+    let mut t = raw_joined(&topic).await;
+    const N: u32 = 40;
+    let mut want = Vec::new();
+    // All sent in one go, so the server's answers arrive back to back.
+    for i in 0..N {
+        let r = 2 + 3 * i;
+        let b = u8::try_from(i).unwrap();
+        let push_binary =
+            wire::encode_binary_push("1", &r.to_string(), &topic, "push_binary", &[b, 0xff])
+                .unwrap();
+        t.send(Transmit::Binary(push_binary)).unwrap();
+        t.send(Transmit::Text(
+            json!(["1", (r + 1).to_string(), &topic, "push_me", {"event": "text", "payload": {"i": i}}])
+                .to_string(),
+        ))
+        .unwrap();
+        let echo =
+            wire::encode_binary_push("1", &(r + 2).to_string(), &topic, "binary", &[b; 3]).unwrap();
+        t.send(Transmit::Binary(echo)).unwrap();
+        t.flush();
+
+        want.push(json!({"bin": "push", "join_ref": "1", "topic": &topic, "event": "binary_push", "payload": [b, 0xff]}));
+        want.push(text_reply(&topic, r, json!({})));
+        want.push(json!(["1", Value::Null, &topic, "text", {"i": i}]));
+        want.push(text_reply(&topic, r + 1, json!({})));
+        want.push(json!({"bin": "reply", "join_ref": "1", "ref": (r + 2).to_string(), "topic": &topic, "status": "ok", "payload": [b, b, b]}));
+    }
+    let got: Vec<Value> = poll_events(&mut t, want.len(), 15, "the burst's answers")
+        .await
+        .iter()
+        .map(describe)
+        .collect();
+    if got != want {
+        let first = got.iter().zip(&want).position(|(g, w)| g != w);
+        panic!(
+            "frames out of wire order; first difference at {first:?}\n got: {got:#?}\nwant: {want:#?}"
+        );
+    }
+    let stats = t.stats();
+    assert_eq!(
+        (stats.messages_out, stats.messages_in),
+        (1 + 3 * u64::from(N), 1 + 5 * u64::from(N))
+    );
+
+    // Closing from this side: no event ever follows.
+    t.close();
+    assert!(!t.is_open());
+    yield_ms(50).await;
+    assert_eq!(t.poll(), None);
+    assert!(t.send(Transmit::Text("[]".into())).is_err());
+}
+
+/// A close from the server reports its code (ewebsock 0.8 passed none on).
+#[wasm_bindgen_test]
+async fn transport_reports_the_servers_close_code() {
+    let topic = unique("echo:web-close-");
+    let mut t = raw_joined(&topic).await;
+    t.send(Transmit::Text(
+        json!(["1", "2", &topic, "disconnect_me", {}]).to_string(),
+    ))
+    .unwrap();
+    let evs = poll_events(&mut t, 1, 10, "the server's close").await;
+    match &evs[..] {
+        [TransportEvent::Closed(info)] => {
+            assert_eq!((info.code, info.by_peer), (Some(1000), true), "{info:?}");
+        }
+        other => panic!("expected one Closed event, got {other:?}"),
+    }
+    assert!(!t.is_open());
+    yield_ms(20).await;
+    assert_eq!(t.poll(), None, "nothing after the terminal event");
+}
+
+/// Nothing listening: the failure arrives as an event, never as a panic or a hang.
+#[wasm_bindgen_test]
+async fn transport_connect_failure_is_an_event() {
+    // Port 9 (discard) is closed on loopback, and on Chromium's unsafe-port list anyway.
+    let mut t = Transport::connect(ConnectRequest::new("ws://127.0.0.1:9/socket/websocket"));
+    // Sending before the open is accepted (queued).
+    t.send(Transmit::Text("[]".into())).unwrap();
+    let evs = poll_events(&mut t, 1, 10, "the connect failure").await;
+    assert!(
+        matches!(
+            &evs[..],
+            [TransportEvent::Failed(TransportError::Connect(_))]
+        ),
+        "{evs:?}"
+    );
+    assert!(!t.is_open());
+    // An invalid URL fails the same way (the WebSocket constructor throws).
+    let mut t = Transport::connect(ConnectRequest::new("not a url"));
+    let evs = poll_events(&mut t, 1, 2, "the bad URL failure").await;
+    assert!(
+        matches!(
+            &evs[..],
+            [TransportEvent::Failed(TransportError::Connect(_))]
+        ),
+        "{evs:?}"
+    );
+}
+
+// ----- the plugin in a Bevy app --------------------------------------------------------------
+
+/// Everything the app received, in the order its systems read it.
+#[derive(Resource, Default)]
+struct Log {
+    messages: Vec<ChannelMessage>,
+    replies: Vec<PushReplied>,
+    connected: usize,
+    disconnected: Vec<SocketDisconnected>,
+    joined: Vec<ChannelJoined>,
+    errored: Vec<ChannelErrored>,
+    presence: Vec<PresenceChanged>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn collect(
+    mut log: ResMut<Log>,
+    mut m: MessageReader<ChannelMessage>,
+    mut r: MessageReader<PushReplied>,
+    mut c: MessageReader<SocketConnected>,
+    mut d: MessageReader<SocketDisconnected>,
+    mut j: MessageReader<ChannelJoined>,
+    mut e: MessageReader<ChannelErrored>,
+    mut p: MessageReader<PresenceChanged>,
+) {
+    log.messages.extend(m.read().cloned());
+    log.replies.extend(r.read().cloned());
+    log.connected += c.read().count();
+    log.disconnected.extend(d.read().cloned());
+    log.joined.extend(j.read().cloned());
+    log.errored.extend(e.read().cloned());
+    log.presence.extend(p.read().cloned());
+}
+
+/// A headless app: `MinimalPlugins` (its schedule runner is never started: the test drives
+/// `update()` itself) and the plugin's default socket on the test server.
+fn app() -> App {
+    let config = PhoenixSocketConfig::new(server_url()).with(|s| {
+        s.with_jitter(0.0)
+            .with_reconnect_backoff(Backoff::constant(Duration::from_millis(50)))
+    });
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins)
+        .add_plugins(PhoenixChannelsPlugin::with_config(config))
+        .init_resource::<Log>()
+        .add_systems(Update, collect);
+    app
+}
+
+fn log(app: &App) -> &Log {
+    app.world().resource::<Log>()
+}
+
+/// Runs frames, yielding to the browser between them, until `done` holds; panics after `secs`.
+async fn pump_until(
+    app: &mut App,
+    secs: u64,
+    what: &str,
+    mut done: impl FnMut(&mut World) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        app.update();
+        if done(app.world_mut()) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let l = log(app);
+            panic!(
+                "timed out after {secs} s waiting for: {what}\nconnected {} disconnected {:?}\n\
+                 joined {:?}\nerrored {:?}\nreplies {:?}\nmessages {:?}",
+                l.connected, l.disconnected, l.joined, l.errored, l.replies, l.messages
+            );
+        }
+        yield_ms(1).await;
+    }
+}
+
+fn push(app: &mut App, msg: PushMessage) -> PushHandle {
+    let h = msg.handle;
+    app.world_mut().write_message(msg);
+    h
+}
+
+async fn reply(app: &mut App, h: PushHandle) -> PushReplied {
+    pump_until(app, 10, "a push reply", |w| {
+        w.resource::<Log>().replies.iter().any(|r| r.handle == h)
+    })
+    .await;
+    let all: Vec<_> = log(app)
+        .replies
+        .iter()
+        .filter(|r| r.handle == h)
+        .cloned()
+        .collect();
+    assert_eq!(all.len(), 1, "exactly one outcome per push: {all:?}");
+    all.into_iter().next().unwrap()
+}
+
+async fn joined(app: &mut App, channel: PhoenixChannel) -> Entity {
+    let ch = app.world_mut().spawn(channel).id();
+    pump_until(app, 10, "channel joined", |w| {
+        w.get::<ChannelStatus>(ch).map(|s| s.0) == Some(ChannelState::Joined)
+    })
+    .await;
+    ch
+}
+
+/// Connect, join, JSON echo, binary both ways (binary reply, binary server push), and the
+/// plugin's `Time<Real>` clock running in the browser.
+#[wasm_bindgen_test]
+async fn plugin_connects_joins_echoes_and_moves_binary_both_ways() {
+    let mut app = app();
+    pump_until(&mut app, 10, "socket connected", |w| {
+        w.resource::<Log>().connected == 1
+    })
+    .await;
+    assert!(app.world().resource::<Time<Real>>().elapsed() > Duration::ZERO);
+
+    let topic = unique("echo:web-");
+    let ch = joined(&mut app, PhoenixChannel::new(&topic)).await;
+    let j = &log(&app).joined[0];
+    assert_eq!((j.entity, &*j.topic, j.rejoin), (ch, topic.as_str(), false));
+
+    let body = json!({"hello": "browser", "n": [1, 2, 3], "s": "é ✓"});
+    let h = push(&mut app, PushMessage::json(ch, "echo", &body).unwrap());
+    let r = reply(&mut app, h).await;
+    match &r.outcome {
+        PushOutcome::Ok(p) => assert_eq!(p.decode::<Value>().unwrap(), body),
+        other => panic!("expected an ok echo, got {other:?}"),
+    }
+
+    let bytes = vec![0u8, 1, 2, 0x7f, 0x80, 0xfe, 0xff];
+    let h = push(&mut app, PushMessage::binary(ch, "binary", bytes.clone()));
+    let r = reply(&mut app, h).await;
+    match &r.outcome {
+        PushOutcome::Ok(p) => {
+            assert!(p.is_binary(), "{p:?}");
+            assert_eq!(p.as_bytes(), Some(&bytes[..]));
+        }
+        other => panic!("expected a binary ok reply, got {other:?}"),
+    }
+    let h = push(&mut app, PushMessage::binary(ch, "binary", Vec::new()));
+    let r = reply(&mut app, h).await;
+    assert_eq!(r.response().and_then(Payload::as_bytes), Some(&[][..]));
+
+    let h = push(
+        &mut app,
+        PushMessage::binary(ch, "push_binary", vec![9u8, 8, 7]),
+    );
+    assert!(reply(&mut app, h).await.is_ok());
+    let m = log(&app)
+        .messages
+        .iter()
+        .find(|m| &*m.event == "binary_push")
+        .expect("the binary push arrives no later than the reply after it");
+    assert_eq!((m.channel, m.broadcast), (ch, false));
+    assert_eq!(m.payload.as_bytes(), Some(&[9u8, 8, 7][..]));
+
+    // A larger binary payload (256 KiB) both ways.
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let h = push(&mut app, PushMessage::binary(ch, "binary", big.clone()));
+    let r = reply(&mut app, h).await;
+    assert!(r.response().and_then(Payload::as_bytes) == Some(&big[..]));
+    assert!(log(&app).errored.is_empty() && log(&app).disconnected.is_empty());
+}
+
+/// Presence: joining a room with a user id lists it in `ChannelPresence`; a binary shout comes
+/// back as a binary broadcast.
+#[wasm_bindgen_test]
+async fn plugin_presence_and_binary_broadcast() {
+    let mut app = app();
+    let topic = unique("room:web-");
+    let ch = joined(
+        &mut app,
+        PhoenixChannel::new(&topic).with_payload(&json!({"user_id": "wasm-alice"})),
+    )
+    .await;
+    pump_until(&mut app, 10, "presence lists wasm-alice", |w| {
+        w.get::<ChannelPresence>(ch).is_some_and(|p| {
+            p.state
+                .iter()
+                .map(|(k, e)| (k.as_str(), e.metas.len()))
+                .eq([("wasm-alice", 1)])
+        })
+    })
+    .await;
+    assert!(
+        log(&app)
+            .presence
+            .iter()
+            .any(|p| p.channel == ch && p.event == PresenceEvent::Sync)
+    );
+
+    let data = vec![0xde_u8, 0xad, 0xbe, 0xef];
+    let h = push(
+        &mut app,
+        PushMessage::binary(ch, "shout_binary", data.clone()),
+    );
+    assert!(reply(&mut app, h).await.is_ok());
+    pump_until(&mut app, 10, "binary broadcast", |w| {
+        w.resource::<Log>()
+            .messages
+            .iter()
+            .any(|m| &*m.event == "shout_binary")
+    })
+    .await;
+    let m = log(&app)
+        .messages
+        .iter()
+        .find(|m| &*m.event == "shout_binary")
+        .unwrap();
+    assert_eq!(
+        (m.channel, m.broadcast, &*m.topic),
+        (ch, true, topic.as_str())
+    );
+    assert_eq!(m.payload.as_bytes(), Some(&data[..]));
+}
+
+/// Frame order through the plugin: after a binary send (what switched ewebsock to Blob mode),
+/// interleaved binary pushes, text pushes and binary/text replies are seen in wire order.
+#[wasm_bindgen_test]
+async fn plugin_sees_interleaved_binary_and_text_frames_in_wire_order() {
+    let mut app = app();
+    let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-order-"))).await;
+    let h = push(&mut app, PushMessage::binary(ch, "binary", vec![1u8]));
+    assert!(reply(&mut app, h).await.is_ok());
+    let before = log(&app).messages.len();
+
+    for round in 0..3u8 {
+        // All written in one frame, so the answers arrive back to back.
+        let mut handles = Vec::new();
+        for i in 0u8..30 {
+            let i = round * 30 + i;
+            let p = match i % 3 {
+                0 => PushMessage::binary(ch, "push_binary", vec![i]),
+                1 => PushMessage::json(
+                    ch,
+                    "push_me",
+                    &json!({"event": "text", "payload": {"i": i}}),
+                )
+                .unwrap(),
+                _ => PushMessage::binary(ch, "binary", vec![i, i]),
+            };
+            handles.push(push(&mut app, p));
+        }
+        let last = *handles.last().unwrap();
+        reply(&mut app, last).await;
+        // Replies (text for push_binary/push_me, binary for "binary") in push order.
+        let replies: Vec<_> = log(&app)
+            .replies
+            .iter()
+            .filter(|r| handles.contains(&r.handle))
+            .collect();
+        assert_eq!(
+            replies.iter().map(|r| r.handle).collect::<Vec<_>>(),
+            handles
+        );
+        for (k, r) in replies.iter().enumerate() {
+            let i = round * 30 + k as u8;
+            let p = r.response().unwrap();
+            if i % 3 == 2 {
+                assert_eq!(p.as_bytes(), Some(&[i, i][..]), "reply {i}");
+            } else {
+                assert_eq!(p.json(), Some("{}"), "reply {i}");
+            }
+        }
+    }
+    // Server pushes (binary and text alternating) in wire order.
+    let got: Vec<Value> = log(&app).messages[before..]
+        .iter()
+        .map(|m| match m.payload.as_bytes() {
+            Some(b) => json!({ "bin": b }),
+            None => json!({ "text": m.decode::<Value>().unwrap()["i"] }),
+        })
+        .collect();
+    let want: Vec<Value> = (0u8..90)
+        .filter_map(|i| match i % 3 {
+            0 => Some(json!({ "bin": [i] })),
+            1 => Some(json!({ "text": i })),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// The server drops the connection: the plugin reconnects and rejoins, in the browser too.
+#[wasm_bindgen_test]
+async fn plugin_reconnects_and_rejoins_after_a_server_disconnect() {
+    let mut app = app();
+    let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-recon-"))).await;
+    push(
+        &mut app,
+        PushMessage::json(ch, "disconnect_me", &json!({}))
+            .unwrap()
+            .fire_and_forget(),
+    );
+    pump_until(&mut app, 10, "disconnect, reconnect and rejoin", |w| {
+        let l = w.resource::<Log>();
+        !l.disconnected.is_empty() && l.connected == 2 && l.joined.iter().any(|j| j.rejoin)
+    })
+    .await;
+    assert_eq!(
+        app.world().get::<ChannelStatus>(ch).map(|s| s.0),
+        Some(ChannelState::Joined)
+    );
+    let h = push(
+        &mut app,
+        PushMessage::json(ch, "echo", &json!({"after": "rejoin"})).unwrap(),
+    );
+    assert!(reply(&mut app, h).await.is_ok());
+}
