@@ -47,15 +47,34 @@ fn with_plugin(server: &ServerProcess, single: bool) -> App {
     app
 }
 
-fn without_plugin(single: bool) -> App {
+/// `MinimalPlugins` alone; with `populated`, plus an empty system in `PreUpdate` and one in
+/// `PostUpdate` (MinimalPlugins has none there, so without them Bevy skips those two schedules
+/// and the plugin's systems are charged for running two more schedules).
+fn without_plugin(single: bool, populated: bool) -> App {
     let mut app = App::new();
     app.add_plugins(MinimalPlugins);
+    if populated {
+        app.add_systems(PreUpdate, || {})
+            .add_systems(PostUpdate, || {});
+    }
     app.finish();
     app.cleanup();
     if single {
         support::single_threaded(&mut app);
     }
     app
+}
+
+/// Median µs per update of each app over alternating blocks (A, B, C, A, B, C, …).
+fn timing(apps: [&mut App; 3], blocks: usize, k: u32) -> [f64; 3] {
+    let mut t: [Vec<f64>; 3] = Default::default();
+    let [a, b, c] = apps;
+    for _ in 0..blocks {
+        t[0].push(block(a, k));
+        t[1].push(block(b, k));
+        t[2].push(block(c, k));
+    }
+    t.map(|v| support::median(&v))
 }
 
 /// Mean time per update over `k` updates.
@@ -65,16 +84,6 @@ fn block(app: &mut App, k: u32) -> f64 {
         app.update();
     }
     t0.elapsed().as_secs_f64() * 1e6 / f64::from(k)
-}
-
-/// Median µs per update of (with, without) over alternating blocks.
-fn timing(with: &mut App, without: &mut App, blocks: usize, k: u32) -> (f64, f64) {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..blocks {
-        a.push(block(with, k));
-        b.push(block(without, k));
-    }
-    (support::median(&a), support::median(&b))
 }
 
 /// Allocations per update on the calling thread, over `k` updates.
@@ -99,26 +108,62 @@ fn main() {
         (3, 100, 1_000)
     };
     let server = ServerProcess::spawn();
-    let mut mt = (with_plugin(&server, false), without_plugin(false));
-    let mut st = (with_plugin(&server, true), without_plugin(true));
-    for app in [&mut mt.0, &mut mt.1, &mut st.0, &mut st.1] {
+    // (with plugin, without, without + 2 empty systems), per executor.
+    let mut mt = (
+        with_plugin(&server, false),
+        without_plugin(false, false),
+        without_plugin(false, true),
+    );
+    let mut st = (
+        with_plugin(&server, true),
+        without_plugin(true, false),
+        without_plugin(true, true),
+    );
+    for app in [
+        &mut mt.0, &mut mt.1, &mut mt.2, &mut st.0, &mut st.1, &mut st.2,
+    ] {
         for _ in 0..2_000 {
             app.update();
         }
     }
+    // For profiling (`perf record`): only run idle frames of one app for 5 s:
+    // `BPC_E2E_PROFILE=st-with` (or st-without, st-populated, mt-with, mt-without, mt-populated).
+    if let Ok(which) = std::env::var("BPC_E2E_PROFILE") {
+        let app = match which.as_str() {
+            "st-with" => &mut st.0,
+            "st-without" => &mut st.1,
+            "st-populated" => &mut st.2,
+            "mt-with" => &mut mt.0,
+            "mt-populated" => &mut mt.2,
+            _ => &mut mt.1,
+        };
+        let (t0, mut frames) = (Instant::now(), 0u64);
+        while t0.elapsed().as_secs() < 5 {
+            app.update();
+            frames += 1;
+        }
+        println!("{which}: {frames} frames in 5 s");
+        return;
+    }
     let mut rows = Vec::new();
     for run in 0..support::runs() {
-        let (a, b) = timing(&mut mt.0, &mut mt.1, blocks, k);
-        let (c, d) = timing(&mut st.0, &mut st.1, blocks, k);
+        let [a, b, b2] = timing([&mut mt.0, &mut mt.1, &mut mt.2], blocks, k);
+        let [c, d, d2] = timing([&mut st.0, &mut st.1, &mut st.2], blocks, k);
         let (st_with, _) = allocs(&mut st.0, alloc_k);
         let (st_without, _) = allocs(&mut st.1, alloc_k);
+        let (st_pop, _) = allocs(&mut st.2, alloc_k);
         let (mt_with, _) = allocs(&mut mt.0, alloc_k);
         let (mt_without, _) = allocs(&mut mt.1, alloc_k);
+        let (mt_pop, _) = allocs(&mut mt.2, alloc_k);
         eprintln!(
-            "run {run}: multi-threaded {a:.2} vs {b:.2} µs, single-threaded {c:.2} vs {d:.2} µs; \
-             allocs/frame st {st_with:.3} vs {st_without:.3}, mt (main thread) {mt_with:.3} vs {mt_without:.3}"
+            "run {run} (with / without / without + 2 empty systems): µs/update multi-threaded \
+             {a:.2} / {b:.2} / {b2:.2}, single-threaded {c:.2} / {d:.2} / {d2:.2}; allocs/frame \
+             single-threaded {st_with:.3} / {st_without:.3} / {st_pop:.3}, multi-threaded (main \
+             thread) {mt_with:.3} / {mt_without:.3} / {mt_pop:.3}"
         );
-        rows.push([a, b, c, d, st_with, st_without, mt_with, mt_without]);
+        rows.push([
+            a, b, b2, c, d, d2, st_with, st_without, st_pop, mt_with, mt_without, mt_pop,
+        ]);
     }
     // The sockets must still be up, or the frames were not idle frames of a connected socket.
     for app in [&mut mt.0, &mut st.0] {
@@ -126,12 +171,11 @@ fn main() {
         let mut q = world.query::<&SocketStatus>();
         assert!(q.iter(world).all(SocketStatus::is_connected));
         let mut q = world.query::<&ChannelStatus>();
-        assert_eq!(
-            q.iter(world)
-                .filter(|s| s.0 == ChannelState::Joined)
-                .count(),
-            CHANNELS
-        );
+        let joined = q
+            .iter(world)
+            .filter(|s| s.0 == ChannelState::Joined)
+            .count();
+        assert_eq!(joined, CHANNELS);
     }
     if !full {
         println!("e2e_idle smoke round ok");
@@ -144,27 +188,24 @@ fn main() {
         support::runs()
     );
     println!(
-        "| executor | µs/update with plugin | without | plugin's share µs | allocs/frame with | without | plugin's allocs/frame |"
+        "| executor | µs/update with plugin | without | plugin's share µs | without + 2 empty \
+         systems | plugin's share vs that µs | allocs/frame with | without | without + 2 empty |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    println!(
-        "| single-threaded (all on the calling thread) | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} |",
-        col(2),
-        col(3),
-        col(2) - col(3),
-        col(4),
-        col(5),
-        col(4) - col(5)
-    );
-    println!(
-        "| default multi-threaded | {:.2} | {:.2} | {:.2} | {:.3} (main thread only) | {:.3} | {:.3} |",
-        col(0),
-        col(1),
-        col(0) - col(1),
-        col(6),
-        col(7),
-        col(6) - col(7)
-    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, base, allocs_at, note) in [
+        ("single-threaded (all on the calling thread)", 3, 6, ""),
+        ("default multi-threaded", 0, 9, " (main thread only)"),
+    ] {
+        let (w, wo, pop) = (col(base), col(base + 1), col(base + 2));
+        println!(
+            "| {name} | {w:.2} | {wo:.2} | {:.2} | {pop:.2} | {:.2} | {:.3}{note} | {:.3} | {:.3} |",
+            w - wo,
+            w - pop,
+            col(allocs_at),
+            col(allocs_at + 1),
+            col(allocs_at + 2)
+        );
+    }
     println!("allocation counts over {alloc_k} updates per app per run");
     println!("{}", support::machine_note());
 }

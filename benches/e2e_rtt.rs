@@ -123,7 +123,7 @@ fn rtt_system(
     }
 }
 
-fn plugin(server: &ServerProcess, n: usize) -> Sample {
+fn plugin(server: &ServerProcess, n: usize, single: bool) -> Sample {
     let mut app = support::plugin_app(&server.url);
     let channel = support::join(&mut app, &support::topic("plugin-rtt"));
     app.insert_resource(Rtt {
@@ -135,6 +135,9 @@ fn plugin(server: &ServerProcess, n: usize) -> Sample {
         started: None,
     })
     .add_systems(Update, rtt_system);
+    if single {
+        support::single_threaded(&mut app);
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut frames = 0;
     loop {
@@ -187,13 +190,15 @@ fn main() {
         ("raw tungstenite", vec![]),
         ("plugin", vec![]),
         ("phoenix.js", vec![]),
+        ("plugin, single-threaded executor", vec![]),
     ];
     for run in 0..support::runs() {
         if support::enabled("raw") {
             results[0].1.push(raw(&server, n));
         }
         if support::enabled("plugin") {
-            results[1].1.push(plugin(&server, n));
+            results[1].1.push(plugin(&server, n, false));
+            results[3].1.push(plugin(&server, n, true));
         }
         if with_js && support::enabled("js") {
             results[2].1.push(js(&server, n));
@@ -244,8 +249,13 @@ fn main() {
             med(v, &cpu)
         );
     }
-    let frames = med(&results[1].1, &|s: &Sample| s.frames as f64 / n as f64);
-    println!("\nplugin: median {frames:.1} app.update() calls per round trip (uncapped loop)");
+    for i in [1, 3] {
+        let frames = med(&results[i].1, &|s: &Sample| s.frames as f64 / n as f64);
+        println!(
+            "\n{}: median {frames:.2} app.update() calls per round trip (uncapped loop)",
+            results[i].0
+        );
+    }
     println!("all runs (p50 / p99 µs):");
     for (name, v) in &results {
         let all: Vec<String> = v

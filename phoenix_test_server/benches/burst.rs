@@ -2,7 +2,8 @@
 //! minimal raw tungstenite client that only counts frames.
 //!
 //! `cargo bench -p phoenix_test_server --bench burst` runs 200k ticks x 3 and prints the median as
-//! `server burst: N frames/s`; without `--bench` (cargo test) it runs a small smoke round.
+//! `server burst: N frames/s`, then 20k sequential echo round trips (`server echo: ...`); without
+//! `--bench` (cargo test) it runs a small smoke round.
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpStream;
@@ -50,4 +51,27 @@ fn main() {
     rates.sort_by(|a, b| a.total_cmp(b));
     let median = rates[rates.len() / 2];
     println!("server burst: {median:.0} frames/s ({n} frames of {bytes} B, median of {runs})");
+
+    let trips = if full { 20_000 } else { 200 };
+    let mut rtts = Vec::with_capacity(trips);
+    let t0 = Instant::now();
+    for i in 0..trips {
+        let t = Instant::now();
+        ws.send(Message::Text(format!(
+            r#"["1","e{i}","echo:bench","echo",{{"i":{i}}}]"#
+        )))
+        .unwrap();
+        match ws.read().unwrap() {
+            Message::Text(_) => rtts.push(t.elapsed()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let per_sec = trips as f64 / t0.elapsed().as_secs_f64();
+    rtts.sort();
+    let p = |q: f64| rtts[((rtts.len() - 1) as f64 * q) as usize].as_micros();
+    println!(
+        "server echo: {per_sec:.0} round trips/s, p50 {} us, p99 {} us",
+        p(0.5),
+        p(0.99)
+    );
 }

@@ -156,8 +156,16 @@ pub(crate) struct Accepted {
     pub rest: Vec<u8>,
 }
 
-/// Runs an upgraded connection to its end (called on the connection's thread).
-pub(crate) fn run(shared: &Arc<Shared>, conn_id: u64, stream: TcpStream, acc: Accepted) {
+/// Registers the connection, sends the 101 response head and runs the websocket to its end
+/// (called on the connection's thread). A client that got the 101 is already counted in
+/// `open_connections()`.
+pub(crate) fn run(
+    shared: &Arc<Shared>,
+    conn_id: u64,
+    mut stream: TcpStream,
+    head: &str,
+    acc: Accepted,
+) {
     let (tx, rx) = mpsc::channel();
     let Ok(tcp) = stream.try_clone() else { return };
     let conn = Arc::new(Conn {
@@ -188,7 +196,9 @@ pub(crate) fn run(shared: &Arc<Shared>, conn_id: u64, stream: TcpStream, acc: Ac
     let Ok(writer) = writer else { return };
     lock(&shared.conns).insert(conn_id, conn.clone());
 
-    reader_loop(shared, &conn, stream.try_clone().ok(), acc.rest);
+    if stream.write_all(head.as_bytes()).is_ok() {
+        reader_loop(shared, &conn, stream.try_clone().ok(), acc.rest);
+    }
 
     conn.set_reader_done();
     terminate_all(shared, &conn);

@@ -2,9 +2,10 @@
 //! (and, with [`PhoenixVersion::V1_8`], like 1.8.12), for client tests, examples and benchmarks.
 //!
 //! It serves `ws://127.0.0.1:PORT/socket/websocket?vsn=2.0.0` with the reference app's channels
-//! built in (`echo:*`, `room:*` with Presence, `private:*`; see the crate's README of the
-//! transcripts it was checked against), accepts the Phoenix 1.8 auth token subprotocol, and has
-//! fault injection for reconnect, timeout and slow-consumer tests.
+//! built in (`echo:*`, `room:*` with Presence, `private:*`), accepts the Phoenix 1.8 auth token
+//! subprotocol, and has fault injection ([`Faults`]) for reconnect, timeout and slow-consumer
+//! tests. Its tests replay the captured Phoenix transcripts in `tests/transcripts/` frame for
+//! frame. Your own channels implement [`Channel`].
 //!
 //! ```
 //! use std::time::Duration;

@@ -3,7 +3,7 @@
 //! and [`ServerHandle`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
@@ -804,9 +804,7 @@ fn handle_connection(shared: &Arc<Shared>, id: u64, mut stream: TcpStream) {
             accepted,
         } => {
             let head = http::upgrade_response(&key, subprotocol);
-            if stream.write_all(head.as_bytes()).is_ok() {
-                conn::run(shared, id, stream, accepted);
-            }
+            conn::run(shared, id, stream, &head, accepted);
         }
     }
 }

@@ -245,7 +245,7 @@ fn dropping_the_server_is_quick_even_with_stuck_clients() {
     let mut stuck = joined_echo(&server);
     send_json(
         &mut stuck,
-        json!(["1", "2", "echo:1", "burst", {"n": 2000, "size": 10000}]),
+        json!(["1", "2", "echo:1", "burst", {"n": 400, "size": 10000}]),
     );
     let _idle = joined_echo(&server);
     let _half = TcpStream::connect(server.addr()).unwrap(); // never sends a request
