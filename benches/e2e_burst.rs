@@ -83,13 +83,16 @@ fn count_ticks(mut inbox: MessageReader<ChannelMessage>, mut t: ResMut<Ticks>) {
     }
 }
 
-fn plugin(server: &ServerProcess, n: u64) -> Sample {
+fn plugin(server: &ServerProcess, n: u64, single: bool) -> Sample {
     let mut app = support::plugin_app(&server.url);
     app.insert_resource(Ticks {
         target: u64::MAX,
         ..default()
     })
     .add_systems(Update, count_ticks);
+    if single {
+        support::single_threaded(&mut app);
+    }
     let channel = support::join(&mut app, &support::topic("plugin-burst"));
     app.world_mut().resource_mut::<Ticks>().target = n;
     let (cpu0, scpu0) = (support::self_cpu(), server_stat_cpu(server));
@@ -146,6 +149,7 @@ fn main() {
         ("raw tungstenite", vec![]),
         ("plugin", vec![]),
         ("phoenix.js", vec![]),
+        ("plugin, single-threaded executor", vec![]),
     ];
     for run in 0..support::runs() {
         if support::enabled("raw") {
@@ -154,9 +158,12 @@ fn main() {
             results[0].1.push(r);
         }
         if support::enabled("plugin") {
-            let p = plugin(&server, n);
+            let p = plugin(&server, n, false);
             eprintln!("run {run}: plugin {p:?}");
             results[1].1.push(p);
+            let p = plugin(&server, n, true);
+            eprintln!("run {run}: plugin, single-threaded executor {p:?}");
+            results[3].1.push(p);
         }
         if with_js && support::enabled("js") {
             let j = js(&server, n);

@@ -102,7 +102,7 @@ fn pipe_system(
     }
 }
 
-fn plugin(server: &ServerProcess, n: u64, batch: u64) -> Sample {
+fn plugin(server: &ServerProcess, n: u64, batch: u64, single: bool) -> Sample {
     let mut app = support::plugin_app(&server.url);
     let channel = support::join(&mut app, &support::topic("plugin-pipe"));
     app.insert_resource(Pipe {
@@ -115,6 +115,9 @@ fn plugin(server: &ServerProcess, n: u64, batch: u64) -> Sample {
         done: None,
     })
     .add_systems(Update, pipe_system);
+    if single {
+        support::single_threaded(&mut app);
+    }
     let cpu0 = support::self_cpu();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut frames = 0;
@@ -162,6 +165,7 @@ fn main() {
         "plugin, 10k pushes per frame",
         "plugin, all pushes in one frame",
         "phoenix.js",
+        "plugin, 10k per frame, single-threaded executor",
     ];
     // results[size][client] = samples
     let mut results = vec![vec![Vec::<Sample>::new(); clients.len()]; sizes.len()];
@@ -172,8 +176,12 @@ fn main() {
                 results[si][0].push(raw(&server, n));
             }
             if support::enabled("plugin") {
-                results[si][1].push(plugin(&server, n, BATCH));
-                results[si][2].push(plugin(&server, n, n));
+                results[si][1].push(plugin(&server, n, BATCH, false));
+                // Same as the row above when n <= BATCH.
+                if n > BATCH {
+                    results[si][2].push(plugin(&server, n, n, false));
+                }
+                results[si][4].push(plugin(&server, n, BATCH, true));
             }
             // phoenix.js is quadratic: 10k and 20k only.
             if with_js && support::enabled("js") && !big {
