@@ -222,6 +222,24 @@ async fn transport_reports_the_servers_close_code() {
     assert_eq!(t.poll(), None, "nothing after the terminal event");
 }
 
+/// Offered subprotocols reach the server and the one it picked comes back (ewebsock 0.8 dropped
+/// both on the web); the Phoenix 1.8 auth token travels this way.
+#[wasm_bindgen_test]
+async fn transport_offers_subprotocols_and_reports_the_chosen_one() {
+    let url = format!("{}/websocket?vsn=2.0.0", server_url());
+    let mut req = ConnectRequest::new(url);
+    req.subprotocols = bevy_phoenix_channels::protocol::config::auth_subprotocols("good-token");
+    let mut t = Transport::connect(req);
+    let evs = poll_events(&mut t, 1, 10, "open").await;
+    assert_eq!(
+        evs,
+        [TransportEvent::Opened {
+            protocol: Some("phoenix".into())
+        }]
+    );
+    t.close();
+}
+
 /// Nothing listening: the failure arrives as an event, never as a panic or a hang.
 #[wasm_bindgen_test]
 async fn transport_connect_failure_is_an_event() {
@@ -248,6 +266,16 @@ async fn transport_connect_failure_is_an_event() {
         ),
         "{evs:?}"
     );
+    // So does a subprotocol the browser rejects: '/' is not a token character (RFC 6455), and
+    // standard base64 of an auth token containing '?' has one ("???" encodes as "Pz8/").
+    let mut req = ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url()));
+    req.subprotocols = bevy_phoenix_channels::protocol::config::auth_subprotocols("???");
+    let mut t = Transport::connect(req);
+    let evs = poll_events(&mut t, 1, 2, "the bad subprotocol failure").await;
+    assert!(
+        matches!(&evs[..], [TransportEvent::Failed(TransportError::Connect(e))] if e.contains("SyntaxError")),
+        "{evs:?}"
+    );
 }
 
 // ----- the plugin in a Bevy app --------------------------------------------------------------
@@ -259,6 +287,9 @@ struct Log {
     replies: Vec<PushReplied>,
     connected: usize,
     disconnected: Vec<SocketDisconnected>,
+    refused: usize,
+    failed: Vec<SocketConnectFailed>,
+    reconnecting: usize,
     joined: Vec<ChannelJoined>,
     errored: Vec<ChannelErrored>,
     presence: Vec<PresenceChanged>,
@@ -274,7 +305,15 @@ fn collect(
     mut j: MessageReader<ChannelJoined>,
     mut e: MessageReader<ChannelErrored>,
     mut p: MessageReader<PresenceChanged>,
+    (mut rf, mut f, mut rc): (
+        MessageReader<SocketConnectRefused>,
+        MessageReader<SocketConnectFailed>,
+        MessageReader<SocketReconnecting>,
+    ),
 ) {
+    log.refused += rf.read().count();
+    log.failed.extend(f.read().cloned());
+    log.reconnecting += rc.read().count();
     log.messages.extend(m.read().cloned());
     log.replies.extend(r.read().cloned());
     log.connected += c.read().count();
@@ -287,9 +326,14 @@ fn collect(
 /// A headless app: `MinimalPlugins` (its schedule runner is never started: the test drives
 /// `update()` itself) and the plugin's default socket on the test server.
 fn app() -> App {
+    app_with(|s| s)
+}
+
+/// [`app`] with more socket settings.
+fn app_with(f: impl FnOnce(SocketConfig) -> SocketConfig) -> App {
     let config = PhoenixSocketConfig::new(server_url()).with(|s| {
-        s.with_jitter(0.0)
-            .with_reconnect_backoff(Backoff::constant(Duration::from_millis(50)))
+        f(s.with_jitter(0.0)
+            .with_reconnect_backoff(Backoff::constant(Duration::from_millis(50))))
     });
     let mut app = App::new();
     app.add_plugins(MinimalPlugins)
@@ -561,4 +605,40 @@ async fn plugin_reconnects_and_rejoins_after_a_server_disconnect() {
         PushMessage::json(ch, "echo", &json!({"after": "rejoin"})).unwrap(),
     );
     assert!(reply(&mut app, h).await.is_ok());
+}
+
+/// The Phoenix 1.8 auth token (a `Sec-WebSocket-Protocol` entry, the only way a browser can send
+/// it) reaches the server's `connect/3` and the channel.
+#[wasm_bindgen_test]
+async fn plugin_sends_the_auth_token_as_a_subprotocol() {
+    let mut app = app_with(|s| s.with_auth_token("good-token"));
+    let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-auth-"))).await;
+    let h = push(
+        &mut app,
+        PushMessage::json(ch, "whoami", &json!({})).unwrap(),
+    );
+    let r = reply(&mut app, h).await;
+    assert_eq!(
+        r.response().unwrap().decode::<Value>().unwrap(),
+        json!({"auth_token": "good-token"})
+    );
+}
+
+/// A refused connect (HTTP 403 from `connect/3`) is, in a browser, a connect failure: the
+/// status is hidden, so `SocketConnectFailed`, never `SocketConnectRefused`; then reconnects.
+#[wasm_bindgen_test]
+async fn plugin_refused_connect_is_a_connect_failure_then_reconnects() {
+    let mut app = app_with(|s| s.with_params([("token", "bad")]));
+    pump_until(&mut app, 10, "two connect failures and a reconnect", |w| {
+        let l = w.resource::<Log>();
+        l.failed.len() >= 2 && l.reconnecting >= 1
+    })
+    .await;
+    let l = log(&app);
+    assert_eq!((l.connected, l.refused), (0, 0));
+    assert!(
+        l.failed[0].error.contains("connection failed"),
+        "{:?}",
+        l.failed
+    );
 }
