@@ -126,8 +126,14 @@ fn text_reply(topic: &str, msg_ref: u32, response: Value) -> Value {
 
 /// Joins `topic` on a raw transport; the join is sent before the socket opens (queued).
 async fn raw_joined(topic: &str) -> Transport {
-    let url = format!("{}/websocket?vsn=2.0.0", server_url());
-    let mut t = Transport::connect(ConnectRequest::new(url));
+    raw_joined_with(topic, |_| {}).await
+}
+
+/// [`raw_joined`] with a changed connect request.
+async fn raw_joined_with(topic: &str, f: impl FnOnce(&mut ConnectRequest)) -> Transport {
+    let mut req = ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url()));
+    f(&mut req);
+    let mut t = Transport::connect(req);
     t.send(Transmit::Text(
         json!(["1", "1", topic, "phx_join", {}]).to_string(),
     ))
@@ -240,6 +246,35 @@ async fn transport_offers_subprotocols_and_reports_the_chosen_one() {
     t.close();
 }
 
+/// An incoming message over `max_frame_size` ends the connection with `FrameTooLarge`, text and
+/// binary alike, and nothing follows.
+#[wasm_bindgen_test]
+async fn transport_enforces_max_frame_size() {
+    const MAX: usize = 600;
+    for binary in [false, true] {
+        let topic = unique("echo:web-big-");
+        let mut t = raw_joined_with(&topic, |r| r.max_frame_size = MAX).await;
+        let frame = if binary {
+            let body = vec![7u8; 1000];
+            Transmit::Binary(wire::encode_binary_push("1", "2", &topic, "binary", &body).unwrap())
+        } else {
+            let body = "x".repeat(1000);
+            Transmit::Text(json!(["1", "2", &topic, "echo", { "pad": body }]).to_string())
+        };
+        t.send(frame).unwrap();
+        let evs = poll_events(&mut t, 1, 10, "the too-large reply").await;
+        match &evs[..] {
+            [TransportEvent::Failed(TransportError::FrameTooLarge { size, max })] => {
+                assert!(*size > 1000 && *max == MAX, "{size} {max}");
+            }
+            other => panic!("binary={binary}: expected FrameTooLarge, got {other:?}"),
+        }
+        assert!(!t.is_open());
+        yield_ms(20).await;
+        assert_eq!(t.poll(), None);
+    }
+}
+
 /// Nothing listening: the failure arrives as an event, never as a panic or a hang.
 #[wasm_bindgen_test]
 async fn transport_connect_failure_is_an_event() {
@@ -273,7 +308,7 @@ async fn transport_connect_failure_is_an_event() {
     let mut t = Transport::connect(req);
     let evs = poll_events(&mut t, 1, 2, "the bad subprotocol failure").await;
     assert!(
-        matches!(&evs[..], [TransportEvent::Failed(TransportError::Connect(e))] if e.contains("SyntaxError")),
+        matches!(&evs[..], [TransportEvent::Failed(TransportError::Connect(e))] if e.starts_with("cannot open")),
         "{evs:?}"
     );
 }
