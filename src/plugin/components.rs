@@ -4,9 +4,9 @@
 //! with [`PhoenixChannel`]: spawn it to join, despawn it to leave. Its [`ChannelStatus`] and,
 //! for presence channels, [`ChannelPresence`] are kept up to date by the plugin.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
 
 use crate::protocol::{
@@ -30,6 +30,9 @@ pub struct PhoenixSocketConfig {
     pub connect_timeout: Duration,
     /// Connect as soon as the socket entity exists (default true).
     pub auto_connect: bool,
+    /// At most this many frames are read per socket per Bevy frame (8192), so a burst from the
+    /// server spreads over a few frames instead of stalling one; the rest wait in the socket.
+    pub max_frames_per_update: usize,
     /// Extra TLS trust roots for `wss://` (native, `tls` feature).
     pub tls: Option<TlsConfig>,
 }
@@ -59,6 +62,12 @@ impl PhoenixSocketConfig {
         self
     }
 
+    /// Sets how many frames are read per socket per Bevy frame.
+    pub fn with_max_frames_per_update(mut self, n: usize) -> Self {
+        self.max_frames_per_update = n.max(1);
+        self
+    }
+
     /// Whether to connect as soon as the socket entity exists.
     pub fn with_auto_connect(mut self, yes: bool) -> Self {
         self.auto_connect = yes;
@@ -79,6 +88,7 @@ impl From<SocketConfig> for PhoenixSocketConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             auto_connect: true,
+            max_frames_per_update: 8192,
             tls: None,
         }
     }
@@ -105,9 +115,9 @@ impl PhoenixSocket {
             core: Socket::new(config.socket.clone()),
             config,
             started: false,
-            channel_entities: HashMap::new(),
-            entity_channels: HashMap::new(),
-            handles: HashMap::new(),
+            channel_entities: HashMap::default(),
+            entity_channels: HashMap::default(),
+            handles: HashMap::default(),
         }
     }
 

@@ -206,7 +206,7 @@ pub struct ChannelMessage {
     /// The topic.
     pub topic: Topic,
     /// The event name.
-    pub event: Box<str>,
+    pub event: crate::protocol::EventName,
     /// The payload (zero-copy view of the received frame).
     pub payload: Payload,
     /// True for a broadcast, false for a push to this client.
@@ -232,7 +232,7 @@ pub struct PushReplied {
     /// The topic.
     pub topic: Topic,
     /// The event pushed.
-    pub event: Box<str>,
+    pub event: crate::protocol::EventName,
     /// How it ended.
     pub outcome: PushOutcome,
 }

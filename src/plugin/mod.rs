@@ -13,9 +13,8 @@ mod components;
 mod diagnostics;
 mod messages;
 
-use std::collections::HashMap;
-
 use bevy::ecs::system::SystemParam;
+use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
 use web_time::Instant;
 
@@ -494,7 +493,11 @@ fn receive_system(
         let sock = &mut *sock;
         if let Some(t) = transports.map.get_mut(&entity) {
             let mut ended = false;
-            while let Some(ev) = t.poll() {
+            let mut budget = sock.config.max_frames_per_update;
+            while budget > 0
+                && let Some(ev) = t.poll()
+            {
+                budget -= 1;
                 match ev {
                     TransportEvent::Text(s) => sock.core.handle_text(now, s),
                     TransportEvent::Binary(b) => sock.core.handle_binary(now, b),
@@ -538,7 +541,7 @@ type NewChannel = (Added<PhoenixChannel>, Without<ChannelLink>);
 #[derive(SystemParam)]
 struct Commands_<'w, 's> {
     joins: MessageReader<'w, 's, JoinChannel>,
-    pushes: MessageReader<'w, 's, PushMessage>,
+    pushes: ResMut<'w, Messages<PushMessage>>,
     leaves: MessageReader<'w, 's, LeaveChannel>,
     controls: MessageReader<'w, 's, SocketCommand>,
     new_channels: Query<'w, 's, (Entity, &'static PhoenixChannel), NewChannel>,
@@ -682,8 +685,8 @@ fn send_system(
         }
     }
 
-    // Pushes.
-    for p in input.pushes.read() {
+    // Pushes: drained, so each payload moves into the core without a copy.
+    for p in input.pushes.drain() {
         let found = match &p.target {
             // The link is inserted by command, so a channel spawned this frame has none yet:
             // then its socket's entity map (filled by the joins above) knows it.
@@ -718,7 +721,7 @@ fn send_system(
                     ChannelTarget::Topic { topic, .. } => topic.as_str().into(),
                     ChannelTarget::Entity(_) => "".into(),
                 },
-                event: p.event.as_str().into(),
+                event: p.event.into(),
                 outcome: PushOutcome::Dropped(crate::protocol::DropReason::ChannelClosed),
             });
             continue;
@@ -726,9 +729,7 @@ fn send_system(
         let Ok((_, mut sock, _, _)) = sockets.get_mut(s) else {
             continue;
         };
-        let push = sock
-            .core
-            .push(now, id, &p.event, p.payload.clone(), p.options);
+        let push = sock.core.push(now, id, &p.event, p.payload, p.options);
         sock.handles.insert(push, p.handle);
     }
 

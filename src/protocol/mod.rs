@@ -50,8 +50,8 @@ pub use payload::{ChannelId, OutPayload, Payload, PayloadError, PushId, Topic};
 pub use presence::{PresenceChange, PresenceEntry, PresenceEvent, PresenceMeta, PresenceState};
 pub use socket::{
     ChannelError, ChannelInfo, ChannelState, CloseReason, ConnectRequest, ConnectionState,
-    DisconnectReason, DropReason, Event, InboundMessage, JoinOptions, Output, PushOptions,
-    PushOutcome, PushReply, Socket, SocketStats, TransportClosed,
+    DisconnectReason, DropReason, Event, EventName, InboundMessage, JoinOptions, Output,
+    PushOptions, PushOutcome, PushReply, Socket, SocketStats, TransportClosed,
 };
 pub use wire::{DecodeError, EncodeError};
 

@@ -45,6 +45,9 @@ use super::wire::{
     decode_text, encode_binary_push, encode_text, names,
 };
 
+/// An event name, shared between every message that carries it.
+pub type EventName = Arc<str>;
+
 /// What the adapter must do on the wire, in this order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -210,7 +213,7 @@ pub struct InboundMessage {
     /// The channel's topic.
     pub topic: Topic,
     /// The event name.
-    pub event: Box<str>,
+    pub event: EventName,
     /// The payload, as received.
     pub payload: Payload,
     /// True for a broadcast (null join_ref), false for a push to this client.
@@ -227,7 +230,7 @@ pub struct PushReply {
     /// Its channel's topic.
     pub topic: Topic,
     /// Its event.
-    pub event: Box<str>,
+    pub event: EventName,
     /// How it ended.
     pub outcome: PushOutcome,
 }
@@ -463,10 +466,17 @@ impl Hasher for TopicHasher {
 
 type TopicMap = HashMap<Topic, ChannelId, BuildHasherDefault<TopicHasher>>;
 
+/// Event names seen so far, shared: a game uses a handful ("move", "shout", "tick"), so each
+/// message and push clones an `Arc` instead of allocating its name.
+type NameCache = std::collections::HashSet<EventName, BuildHasherDefault<TopicHasher>>;
+
+/// Past this many distinct names, new ones are allocated per message instead of cached.
+const NAME_CACHE_MAX: usize = 1024;
+
 #[derive(Debug)]
 enum PushKind {
     User {
-        event: Box<str>,
+        event: EventName,
         payload: OutPayload,
         fire_and_forget: bool,
     },
@@ -541,6 +551,9 @@ pub struct Socket {
     channels: Vec<Slot>,
     free: Vec<u32>,
     topics: TopicMap,
+    names: NameCache,
+    /// No channel rejoins before this (a lower bound; see `handle_timeout`).
+    rejoin_due: Option<Instant>,
     pushes: RefMap<Push>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     outputs: VecDeque<Output>,
@@ -578,6 +591,8 @@ impl Socket {
             channels: Vec::new(),
             free: Vec::new(),
             topics: TopicMap::default(),
+            names: NameCache::default(),
+            rejoin_due: None,
             pushes: RefMap::default(),
             deadlines: BinaryHeap::new(),
             outputs: VecDeque::new(),
@@ -680,12 +695,7 @@ impl Socket {
         if let Some(Reverse((d, _))) = self.deadlines.peek() {
             t = min_opt(t, Some(*d));
         }
-        for s in &self.channels {
-            if let Slot::Used(c) = s {
-                t = min_opt(t, c.rejoin_at);
-            }
-        }
-        t
+        min_opt(t, self.rejoin_due)
     }
 
     // ----- commands ------------------------------------------------------------------
@@ -789,12 +799,13 @@ impl Socket {
         options: PushOptions,
     ) -> PushId {
         let id = self.make_ref();
+        let name = self.intern(event);
         let Some(c) = self.chan(channel) else {
             self.events.push_back(Event::Reply(PushReply {
                 push: PushId(id),
                 channel,
                 topic: Arc::from(""),
-                event: event.into(),
+                event: name,
                 outcome: PushOutcome::Dropped(DropReason::ChannelClosed),
             }));
             return PushId(id);
@@ -812,7 +823,7 @@ impl Socket {
                 push: PushId(id),
                 channel,
                 topic: topic.clone(),
-                event: event.into(),
+                event: name.clone(),
                 outcome,
             })
         };
@@ -837,7 +848,7 @@ impl Socket {
                                 Push {
                                     channel,
                                     kind: PushKind::User {
-                                        event: event.into(),
+                                        event: name.clone(),
                                         payload: OutPayload::Binary(Vec::new()),
                                         fire_and_forget: false,
                                     },
@@ -865,7 +876,7 @@ impl Socket {
                     Push {
                         channel,
                         kind: PushKind::User {
-                            event: event.into(),
+                            event: name.clone(),
                             payload,
                             fire_and_forget: options.fire_and_forget,
                         },
@@ -1033,21 +1044,42 @@ impl Socket {
                 self.expire_push(now, r);
             }
         }
-        // Rejoins.
-        if self.conn == Conn::Open {
+        // Rejoins. `rejoin_due` is a lower bound of every channel's rejoin time (kept so that
+        // poll_timeout need not scan the channels every frame); recomputed here.
+        if self.rejoin_due.is_some_and(|t| now >= t) {
+            let mut next = None;
             for i in 0..self.channels.len() {
-                let due = match &self.channels[i] {
-                    Slot::Used(c) => c.rejoin_at.is_some_and(|t| now >= t).then_some(c.id),
-                    Slot::Free { .. } => None,
+                let (due, at) = match &self.channels[i] {
+                    Slot::Used(c) => (
+                        c.rejoin_at.is_some_and(|t| now >= t).then_some(c.id),
+                        c.rejoin_at,
+                    ),
+                    Slot::Free { .. } => (None, None),
                 };
-                if let Some(id) = due {
-                    self.send_join(now, id);
+                match due {
+                    Some(id) if self.conn == Conn::Open => self.send_join(now, id),
+                    // Due while the socket is down: the rejoin happens on open instead.
+                    Some(_) => {}
+                    None => next = min_opt(next, at),
                 }
             }
+            self.rejoin_due = next;
         }
     }
 
     // ----- internals -----------------------------------------------------------------
+
+    /// A shared copy of an event name.
+    fn intern(&mut self, name: &str) -> EventName {
+        if let Some(n) = self.names.get(name) {
+            return n.clone();
+        }
+        let n: EventName = Arc::from(name);
+        if self.names.len() < NAME_CACHE_MAX {
+            self.names.insert(n.clone());
+        }
+        n
+    }
 
     fn make_ref(&mut self) -> u64 {
         self.next_ref += 1;
@@ -1248,6 +1280,7 @@ impl Socket {
         let Some(c) = self.chan_mut(id) else { return };
         c.rejoin_at = Some(now + delay);
         let topic = c.topic.clone();
+        self.rejoin_due = min_opt(self.rejoin_due, Some(now + delay));
         self.events.push_back(Event::RejoinScheduled {
             channel: id,
             topic,
@@ -1368,7 +1401,7 @@ impl Socket {
         });
     }
 
-    fn reply_event(&mut self, r: u64, channel: ChannelId, event: Box<str>, outcome: PushOutcome) {
+    fn reply_event(&mut self, r: u64, channel: ChannelId, event: EventName, outcome: PushOutcome) {
         let topic = self
             .chan(channel)
             .map(|c| c.topic.clone())
@@ -1582,7 +1615,7 @@ impl Socket {
             }),
             _ => Some(Route::Message {
                 channel: id,
-                event: event.into(),
+                event: self.intern(event),
                 broadcast: join_ref.is_none(),
                 span,
             }),
@@ -1797,13 +1830,13 @@ enum Route {
     Reply {
         push: u64,
         channel: ChannelId,
-        event: Box<str>,
+        event: EventName,
         ok: bool,
         span: Range<usize>,
     },
     Message {
         channel: ChannelId,
-        event: Box<str>,
+        event: EventName,
         broadcast: bool,
         span: Range<usize>,
     },
