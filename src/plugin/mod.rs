@@ -125,8 +125,18 @@ impl Plugin for PhoenixChannelsPlugin {
             .add_message::<ChannelClosed>()
             .configure_sets(PreUpdate, PhoenixSystems::Receive)
             .configure_sets(PostUpdate, PhoenixSystems::Send)
-            .add_systems(PreUpdate, receive_system.in_set(PhoenixSystems::Receive))
-            .add_systems(PostUpdate, send_system.in_set(PhoenixSystems::Send))
+            .add_systems(
+                PreUpdate,
+                (receive_system, emit_system.run_if(core_has_events))
+                    .chain()
+                    .in_set(PhoenixSystems::Receive),
+            )
+            .add_systems(
+                PostUpdate,
+                (send_system, emit_system.run_if(core_has_events))
+                    .chain()
+                    .in_set(PhoenixSystems::Send),
+            )
             .add_observer(socket_removed);
         if let Some(config) = &self.default_socket {
             let socket = PhoenixSocket::new(config.clone());
@@ -479,13 +489,42 @@ fn closed_from(e: TransportError) -> TransportClosed {
     }
 }
 
-/// PreUpdate: poll every transport, feed the core, fire timers, emit.
+/// What the send system writes to directly.
+#[derive(SystemParam)]
+struct SendSinks<'w, 's> {
+    commands: Commands<'w, 's>,
+    replies: MessageWriter<'w, PushReplied>,
+    channels: Query<
+        'w,
+        's,
+        (
+            &'static mut ChannelStatus,
+            Option<&'static mut ChannelPresence>,
+        ),
+    >,
+}
+
+/// Run condition of [`emit_system`]: some socket's core has events queued. On an idle frame
+/// this is all that runs, so the dozen message writers are not even fetched.
+fn core_has_events(sockets: Query<&PhoenixSocket>) -> bool {
+    sockets.iter().any(|s| s.core.has_events())
+}
+
+/// Turns the events every core has queued into messages, events and component updates.
+fn emit_system(mut sockets: Query<(Entity, &mut PhoenixSocket)>, mut sinks: Sinks) {
+    for (entity, mut sock) in &mut sockets {
+        if sock.core.has_events() {
+            sinks.drain(entity, &mut sock);
+        }
+    }
+}
+
+/// PreUpdate: poll every transport, feed the core, fire timers, send what that produced.
 fn receive_system(
     clock: Res<PhoenixClock>,
     time: Res<Time<Real>>,
     mut transports: NonSendMut<PhoenixTransports>,
     mut sockets: Query<(Entity, &mut PhoenixSocket, &mut SocketStatus)>,
-    mut sinks: Sinks,
 ) {
     let now = clock.now(&time);
     let transports = &mut *transports;
@@ -528,7 +567,6 @@ fn receive_system(
             sock.core.handle_timeout(now);
         }
         apply_outputs(entity, sock, transports);
-        sinks.drain(entity, sock);
         status.set_if_neq(SocketStatus(sock.core.connection_state()));
     }
 }
@@ -562,7 +600,7 @@ fn send_system(
         Has<DefaultSocket>,
     )>,
     mut input: Commands_,
-    mut sinks: Sinks,
+    mut sinks: SendSinks,
 ) {
     let now = clock.now(&time);
     let transports = &mut *transports;
@@ -740,7 +778,6 @@ fn send_system(
             sock.core.handle_timeout(now);
         }
         apply_outputs(entity, sock, transports);
-        sinks.drain(entity, sock);
         status.set_if_neq(SocketStatus(sock.core.connection_state()));
     }
 }

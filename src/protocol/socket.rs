@@ -675,6 +675,11 @@ impl Socket {
         self.outputs.pop_front()
     }
 
+    /// True when [`Socket::poll_event`] has something.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event for the app.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
