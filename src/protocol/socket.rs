@@ -552,6 +552,7 @@ pub struct Socket {
     free: Vec<u32>,
     topics: TopicMap,
     names: NameCache,
+    recent_names: [Option<EventName>; 4],
     /// No channel rejoins before this (a lower bound; see `handle_timeout`).
     rejoin_due: Option<Instant>,
     pushes: RefMap<Push>,
@@ -592,6 +593,7 @@ impl Socket {
             free: Vec::new(),
             topics: TopicMap::default(),
             names: NameCache::default(),
+            recent_names: Default::default(),
             rejoin_due: None,
             pushes: RefMap::default(),
             deadlines: BinaryHeap::new(),
@@ -1076,13 +1078,25 @@ impl Socket {
 
     /// A shared copy of an event name.
     fn intern(&mut self, name: &str) -> EventName {
-        if let Some(n) = self.names.get(name) {
-            return n.clone();
+        // The few most recent names first: a game repeats the same events, and a short
+        // compare beats hashing.
+        for n in self.recent_names.iter().flatten() {
+            if n.len() == name.len() && **n == *name {
+                return n.clone();
+            }
         }
-        let n: EventName = Arc::from(name);
-        if self.names.len() < NAME_CACHE_MAX {
-            self.names.insert(n.clone());
-        }
+        let n = match self.names.get(name) {
+            Some(n) => n.clone(),
+            None => {
+                let n: EventName = Arc::from(name);
+                if self.names.len() < NAME_CACHE_MAX {
+                    self.names.insert(n.clone());
+                }
+                n
+            }
+        };
+        self.recent_names.rotate_right(1);
+        self.recent_names[0] = Some(n.clone());
         n
     }
 
@@ -1618,12 +1632,16 @@ impl Socket {
                 state: event == names::PRESENCE_STATE,
                 span,
             }),
-            _ => Some(Route::Message {
-                channel: id,
-                event: self.intern(event),
-                broadcast: join_ref.is_none(),
-                span,
-            }),
+            _ => {
+                let topic = c.topic.clone();
+                Some(Route::Message {
+                    channel: id,
+                    topic,
+                    event: self.intern(event),
+                    broadcast: join_ref.is_none(),
+                    span,
+                })
+            }
         }
     }
 
@@ -1647,12 +1665,11 @@ impl Socket {
             }
             Route::Message {
                 channel,
+                topic,
                 event,
                 broadcast,
                 span,
             } => {
-                let Some(c) = self.chan(channel) else { return };
-                let topic = c.topic.clone();
                 self.events.push_back(Event::Message(InboundMessage {
                     channel,
                     topic,
@@ -1841,6 +1858,7 @@ enum Route {
     },
     Message {
         channel: ChannelId,
+        topic: Topic,
         event: EventName,
         broadcast: bool,
         span: Range<usize>,
