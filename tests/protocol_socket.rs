@@ -1161,3 +1161,39 @@ fn rejoin_backoff_starts_over_on_a_new_connection() {
     assert_eq!(delays(&h.events()), vec![Duration::from_secs(1)]);
     assert!(h.s.channel(ch).is_some());
 }
+
+#[test]
+fn answered_pushes_do_not_pile_up_in_the_timer_heap() {
+    // 100k pushes answered one by one with a long timeout: the socket's memory must follow
+    // what is in flight, not everything ever pushed (poll_timeout stays correct throughout).
+    let mut h = H::new(
+        cfg()
+            .with_push_timeout(Duration::from_secs(600))
+            .with_heartbeat(Duration::from_secs(3600)),
+    );
+    h.open();
+    let ch =
+        h.s.join(h.now, "echo:1", OutPayload::empty(), JoinOptions::default());
+    let (jr, _) = refs_of(&h.one_text());
+    let jr = jr.unwrap();
+    h.text(ok(jr, jr, "echo:1", "{}"));
+    h.events();
+    // Never answered: its deadline must survive every compaction of the heap.
+    let first =
+        h.s.push(h.now, ch, "echo", raw("{}"), PushOptions::default());
+    for _ in 0..100_000 {
+        let p =
+            h.s.push(h.now, ch, "echo", raw("{}"), PushOptions::default());
+        h.outputs();
+        h.text(ok(jr, p.0, "echo:1", "{}"));
+        assert!(matches!(h.s.poll_event(), Some(Event::Reply(_))));
+    }
+    assert_eq!(h.s.pending_pushes(), 1);
+    let p =
+        h.s.push(h.now, ch, "echo", raw("{}"), PushOptions::default());
+    h.advance(Duration::from_secs(600));
+    let ev = h.events();
+    assert_eq!(outcome(&ev, first), PushOutcome::Timeout);
+    assert_eq!(outcome(&ev, p), PushOutcome::Timeout);
+    assert_eq!(h.s.pending_pushes(), 0);
+}

@@ -1149,6 +1149,15 @@ impl Socket {
 
     fn insert_push(&mut self, r: u64, push: Push) {
         if let Some(d) = push.deadline {
+            // Answered pushes leave their deadline behind (removed lazily when it passes).
+            // When those outnumber the live ones, drop them all at once: amortized O(1), and
+            // the heap stays proportional to what is really in flight.
+            if self.deadlines.len() > 2 * self.pushes.len() + 1024 {
+                let pushes = &self.pushes;
+                self.deadlines.retain(|Reverse((d, r))| {
+                    pushes.get(r).is_some_and(|p| p.deadline == Some(*d))
+                });
+            }
             self.deadlines.push(Reverse((d, r)));
         }
         self.pushes.insert(r, push);
