@@ -100,6 +100,9 @@ impl JoinChannel {
 
 /// Push an event on a channel. Its single outcome arrives as a [`PushReplied`] with the same
 /// [`PushHandle`].
+///
+/// The plugin consumes these in [`PostUpdate`] (it drains them, so the payload moves into the
+/// protocol core without a copy): other readers of `PushMessage` see none.
 #[derive(Message, Debug, Clone)]
 pub struct PushMessage {
     /// The channel.
