@@ -13,7 +13,7 @@ mod components;
 mod diagnostics;
 mod messages;
 
-use bevy::ecs::system::SystemParam;
+use bevy::ecs::system::{NonSendMarker, SystemParam};
 use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
 use web_time::Instant;
@@ -511,7 +511,14 @@ fn core_has_events(sockets: Query<&PhoenixSocket>) -> bool {
 }
 
 /// Turns the events every core has queued into messages, events and component updates.
-fn emit_system(mut sockets: Query<(Entity, &mut PhoenixSocket)>, mut sinks: Sinks) {
+///
+/// It stays on the main thread, next to the (non-send) I/O systems: handing it to a task-pool
+/// thread costs more than it does.
+fn emit_system(
+    _main_thread: NonSendMarker,
+    mut sockets: Query<(Entity, &mut PhoenixSocket)>,
+    mut sinks: Sinks,
+) {
     for (entity, mut sock) in &mut sockets {
         if sock.core.has_events() {
             sinks.drain(entity, &mut sock);
