@@ -1197,3 +1197,37 @@ fn answered_pushes_do_not_pile_up_in_the_timer_heap() {
     assert_eq!(outcome(&ev, p), PushOutcome::Timeout);
     assert_eq!(h.s.pending_pushes(), 0);
 }
+
+#[test]
+fn push_tag_comes_back_with_every_outcome() {
+    let mut h = H::new(cfg());
+    h.open();
+    let ch =
+        h.s.join(h.now, "echo:1", OutPayload::empty(), JoinOptions::default());
+    let (jr, _) = refs_of(&h.one_text());
+    let jr = jr.unwrap();
+    h.text(ok(jr, jr, "echo:1", "{}"));
+    h.events();
+    let tagged = |tag| PushOptions {
+        tag,
+        ..PushOptions::default()
+    };
+    let replied = h.s.push(h.now, ch, "echo", raw("{}"), tagged(7));
+    let lost = h.s.push(h.now, ch, "echo", raw("{}"), tagged(8));
+    h.outputs();
+    h.text(ok(jr, replied.0, "echo:1", "{}"));
+    drop_conn(&mut h);
+    let gone = h.s.push(h.now, ch, "echo", raw("{}"), tagged(9));
+    h.s.leave(h.now, ch);
+    let ev = h.events();
+    let tag_of = |p: PushId| {
+        replies(&ev)
+            .into_iter()
+            .find(|r| r.push == p)
+            .map(|r| r.tag)
+            .unwrap()
+    };
+    assert_eq!(tag_of(replied), 7);
+    assert_eq!(tag_of(lost), 8);
+    assert_eq!(tag_of(gone), 9);
+}

@@ -10,12 +10,10 @@ use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
 
 use crate::protocol::{
-    ChannelId, ChannelState, ConnectionState, OutPayload, PresenceState, PushId, Socket,
-    SocketConfig, SocketStats,
+    ChannelId, ChannelState, ConnectionState, OutPayload, PresenceState, Socket, SocketConfig,
+    SocketStats,
 };
 use crate::transport::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, TlsConfig};
-
-use super::messages::PushHandle;
 
 /// Everything needed to run one socket: the protocol settings plus transport limits.
 #[derive(Clone, Debug)]
@@ -104,7 +102,6 @@ pub struct PhoenixSocket {
     pub(crate) started: bool,
     pub(crate) channel_entities: HashMap<ChannelId, Entity>,
     pub(crate) entity_channels: HashMap<Entity, ChannelId>,
-    pub(crate) handles: HashMap<PushId, PushHandle>,
 }
 
 impl PhoenixSocket {
@@ -117,7 +114,6 @@ impl PhoenixSocket {
             started: false,
             channel_entities: HashMap::default(),
             entity_channels: HashMap::default(),
-            handles: HashMap::default(),
         }
     }
 

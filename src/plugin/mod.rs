@@ -19,7 +19,7 @@ use bevy::prelude::*;
 use web_time::Instant;
 
 use crate::protocol::{
-    ChannelState, Event as CoreEvent, JoinOptions, Output, PresenceEvent, PushOutcome,
+    ChannelState, Event as CoreEvent, JoinOptions, Output, PresenceEvent, PushOptions, PushOutcome,
     TransportClosed,
 };
 use crate::transport::{self, Transport, TransportError, TransportEvent};
@@ -253,9 +253,8 @@ impl Sinks<'_, '_> {
                 });
             }
             CoreEvent::Reply(r) => {
-                let Some(handle) = sock.handles.remove(&r.push) else {
-                    return;
-                };
+                // The plugin pushes with its handle as the core's tag.
+                let handle = PushHandle(r.tag);
                 if let PushOutcome::Dropped(reason) = &r.outcome {
                     debug!(
                         "phoenix: push {:?} on {:?} dropped: {reason:?}",
@@ -774,8 +773,11 @@ fn send_system(
         let Ok((_, mut sock, _, _)) = sockets.get_mut(s) else {
             continue;
         };
-        let push = sock.core.push(now, id, &p.event, p.payload, p.options);
-        sock.handles.insert(push, p.handle);
+        let options = PushOptions {
+            tag: p.handle.0,
+            ..p.options
+        };
+        let _ = sock.core.push(now, id, &p.event, p.payload, options);
     }
 
     // Timers, frames out, events.

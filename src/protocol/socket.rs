@@ -231,6 +231,8 @@ pub struct PushReply {
     pub topic: Topic,
     /// Its event.
     pub event: EventName,
+    /// The push's [`PushOptions::tag`].
+    pub tag: u64,
     /// How it ended.
     pub outcome: PushOutcome,
 }
@@ -337,6 +339,9 @@ pub struct PushOptions {
     /// the outcome is [`PushOutcome::Sent`] when the frame is handed to the transport (while
     /// buffered it times out like any push).
     pub fire_and_forget: bool,
+    /// An opaque value of yours, handed back in [`PushReply::tag`] (the Bevy plugin carries
+    /// its `PushHandle` here, so no map from push to handle is needed).
+    pub tag: u64,
 }
 
 impl PushOptions {
@@ -344,15 +349,15 @@ impl PushOptions {
     pub fn with_timeout(timeout: Duration) -> Self {
         PushOptions {
             timeout: Some(timeout),
-            fire_and_forget: false,
+            ..PushOptions::default()
         }
     }
 
     /// A fire-and-forget push.
     pub fn fire_and_forget() -> Self {
         PushOptions {
-            timeout: None,
             fire_and_forget: true,
+            ..PushOptions::default()
         }
     }
 }
@@ -479,6 +484,7 @@ enum PushKind {
         event: EventName,
         payload: OutPayload,
         fire_and_forget: bool,
+        tag: u64,
     },
     Join,
     Leave {
@@ -813,6 +819,7 @@ impl Socket {
                 channel,
                 topic: Arc::from(""),
                 event: name,
+                tag: options.tag,
                 outcome: PushOutcome::Dropped(DropReason::ChannelClosed),
             }));
             return PushId(id);
@@ -831,6 +838,7 @@ impl Socket {
                 channel,
                 topic: topic.clone(),
                 event: name.clone(),
+                tag: options.tag,
                 outcome,
             })
         };
@@ -856,6 +864,7 @@ impl Socket {
                                     channel,
                                     kind: PushKind::User {
                                         event: name.clone(),
+                                        tag: options.tag,
                                         payload: OutPayload::Binary(Vec::new()),
                                         fire_and_forget: false,
                                     },
@@ -884,6 +893,7 @@ impl Socket {
                         channel,
                         kind: PushKind::User {
                             event: name.clone(),
+                            tag: options.tag,
                             payload,
                             fire_and_forget: options.fire_and_forget,
                         },
@@ -1224,11 +1234,12 @@ impl Socket {
                 continue;
             };
             match p.kind {
-                PushKind::User { event, .. } => {
+                PushKind::User { event, tag, .. } => {
                     self.reply_event(
                         r,
                         p.channel,
                         event,
+                        tag,
                         PushOutcome::Dropped(DropReason::ConnectionLost),
                     );
                 }
@@ -1374,9 +1385,9 @@ impl Socket {
         c.buffered = 0;
         for r in ids {
             if let Some(p) = self.pushes.remove(&r)
-                && let PushKind::User { event, .. } = p.kind
+                && let PushKind::User { event, tag, .. } = p.kind
             {
-                self.reply_event(r, id, event, PushOutcome::Dropped(reason.clone()));
+                self.reply_event(r, id, event, tag, PushOutcome::Dropped(reason.clone()));
             }
         }
     }
@@ -1395,9 +1406,9 @@ impl Socket {
             .collect();
         for r in rs {
             if let Some(p) = self.pushes.remove(&r)
-                && let PushKind::User { event, .. } = p.kind
+                && let PushKind::User { event, tag, .. } = p.kind
             {
-                self.reply_event(r, id, event, PushOutcome::Dropped(reason.clone()));
+                self.reply_event(r, id, event, tag, PushOutcome::Dropped(reason.clone()));
             }
         }
     }
@@ -1429,7 +1440,14 @@ impl Socket {
         });
     }
 
-    fn reply_event(&mut self, r: u64, channel: ChannelId, event: EventName, outcome: PushOutcome) {
+    fn reply_event(
+        &mut self,
+        r: u64,
+        channel: ChannelId,
+        event: EventName,
+        tag: u64,
+        outcome: PushOutcome,
+    ) {
         let topic = self
             .chan(channel)
             .map(|c| c.topic.clone())
@@ -1439,6 +1457,7 @@ impl Socket {
             channel,
             topic,
             event,
+            tag,
             outcome,
         }));
     }
@@ -1448,13 +1467,13 @@ impl Socket {
             return;
         };
         match p.kind {
-            PushKind::User { event, .. } => {
+            PushKind::User { event, tag, .. } => {
                 if let PushState::Buffered { .. } = p.state
                     && let Some(c) = self.chan_mut(p.channel)
                 {
                     c.buffered = c.buffered.saturating_sub(1);
                 }
-                self.reply_event(r, p.channel, event, PushOutcome::Timeout);
+                self.reply_event(r, p.channel, event, tag, PushOutcome::Timeout);
             }
             PushKind::Join => {
                 let Some(c) = self.chan_mut(p.channel) else {
@@ -1568,10 +1587,11 @@ impl Socket {
         }
         let p = e.remove();
         match p.kind {
-            PushKind::User { event, .. } => Some(Route::Reply {
+            PushKind::User { event, tag, .. } => Some(Route::Reply {
                 push: r,
                 channel: p.channel,
                 event,
+                tag,
                 ok,
                 span,
             }),
@@ -1661,6 +1681,7 @@ impl Socket {
                 push,
                 channel,
                 event,
+                tag,
                 ok,
                 span,
             } => {
@@ -1670,7 +1691,7 @@ impl Socket {
                 } else {
                     PushOutcome::Error(payload)
                 };
-                self.reply_event(push, channel, event, outcome);
+                self.reply_event(push, channel, event, tag, outcome);
             }
             Route::Message {
                 channel,
@@ -1796,9 +1817,15 @@ impl Socket {
             };
             if stale_for.is_some() && stale_for != join_ref {
                 if let Some(p) = self.pushes.remove(&r)
-                    && let PushKind::User { event, .. } = p.kind
+                    && let PushKind::User { event, tag, .. } = p.kind
                 {
-                    self.reply_event(r, id, event, PushOutcome::Dropped(DropReason::Outdated));
+                    self.reply_event(
+                        r,
+                        id,
+                        event,
+                        tag,
+                        PushOutcome::Dropped(DropReason::Outdated),
+                    );
                 }
                 continue;
             }
@@ -1806,6 +1833,7 @@ impl Socket {
                 event,
                 payload,
                 fire_and_forget,
+                ..
             } = &mut p.kind
             else {
                 continue;
@@ -1816,18 +1844,24 @@ impl Socket {
             match frame {
                 Err(e) => {
                     if let Some(p) = self.pushes.remove(&r)
-                        && let PushKind::User { event, .. } = p.kind
+                        && let PushKind::User { event, tag, .. } = p.kind
                     {
-                        self.reply_event(r, id, event, PushOutcome::Dropped(DropReason::Encode(e)));
+                        self.reply_event(
+                            r,
+                            id,
+                            event,
+                            tag,
+                            PushOutcome::Dropped(DropReason::Encode(e)),
+                        );
                     }
                 }
                 Ok(t) => {
                     self.transmit(t);
                     if faf {
                         if let Some(p) = self.pushes.remove(&r)
-                            && let PushKind::User { event, .. } = p.kind
+                            && let PushKind::User { event, tag, .. } = p.kind
                         {
-                            self.reply_event(r, id, event, PushOutcome::Sent);
+                            self.reply_event(r, id, event, tag, PushOutcome::Sent);
                         }
                     } else if let Some(p) = self.pushes.get_mut(&r) {
                         p.state = PushState::InFlight;
@@ -1862,6 +1896,7 @@ enum Route {
         push: u64,
         channel: ChannelId,
         event: EventName,
+        tag: u64,
         ok: bool,
         span: Range<usize>,
     },
