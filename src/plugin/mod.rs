@@ -128,13 +128,13 @@ impl Plugin for PhoenixChannelsPlugin {
             .add_systems(
                 PreUpdate,
                 (receive_system, emit_system.run_if(core_has_events))
-                    .chain()
+                    .chain_ignore_deferred()
                     .in_set(PhoenixSystems::Receive),
             )
             .add_systems(
                 PostUpdate,
                 (send_system, emit_system.run_if(core_has_events))
-                    .chain()
+                    .chain_ignore_deferred()
                     .in_set(PhoenixSystems::Send),
             )
             .add_observer(socket_removed);
