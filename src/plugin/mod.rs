@@ -594,6 +594,20 @@ struct Commands_<'w, 's> {
     removed_sockets: RemovedComponents<'w, 's, PhoenixSocket>,
 }
 
+/// Leaves the channel of entity `e` on whichever socket has it (at most one).
+fn leave_entity<'a>(
+    sockets: impl Iterator<Item = Mut<'a, PhoenixSocket>>,
+    e: Entity,
+    now: Instant,
+) {
+    for mut sock in sockets {
+        if let Some(id) = sock.entity_channels.remove(&e) {
+            sock.core.leave(now, id);
+            return;
+        }
+    }
+}
+
 /// PostUpdate: apply this frame's commands, fire timers, write frames.
 fn send_system(
     clock: Res<PhoenixClock>,
@@ -646,11 +660,7 @@ fn send_system(
 
     // Leaves: despawned channel entities, and LeaveChannel messages (which despawn).
     for gone in input.removed_channels.read() {
-        for (_, mut sock, _, _) in &mut sockets {
-            if let Some(id) = sock.entity_channels.remove(&gone) {
-                sock.core.leave(now, id);
-            }
-        }
+        leave_entity(sockets.iter_mut().map(|(_, s, _, _)| s), gone, now);
     }
     for leave in input.leaves.read() {
         let entity = match &leave.target {
@@ -661,11 +671,9 @@ fn send_system(
         };
         match entity {
             Some(e) => {
-                for (_, mut sock, _, _) in &mut sockets {
-                    if let Some(id) = sock.entity_channels.remove(&e) {
-                        sock.core.leave(now, id);
-                    }
-                }
+                // Left now (not a frame later through the despawn), so a push written after
+                // the leave in this frame is already dropped as closed.
+                leave_entity(sockets.iter_mut().map(|(_, s, _, _)| s), e, now);
                 if let Ok(mut ec) = sinks.commands.get_entity(e) {
                     ec.despawn();
                 }

@@ -482,7 +482,8 @@ const NAME_CACHE_MAX: usize = 1024;
 enum PushKind {
     User {
         event: EventName,
-        payload: OutPayload,
+        /// Kept while buffered; `None` once sent.
+        payload: Option<OutPayload>,
         fire_and_forget: bool,
         tag: u64,
     },
@@ -865,7 +866,7 @@ impl Socket {
                                     kind: PushKind::User {
                                         event: name.clone(),
                                         tag: options.tag,
-                                        payload: OutPayload::Binary(Vec::new()),
+                                        payload: None,
                                         fire_and_forget: false,
                                     },
                                     deadline,
@@ -894,7 +895,7 @@ impl Socket {
                         kind: PushKind::User {
                             event: name.clone(),
                             tag: options.tag,
-                            payload,
+                            payload: Some(payload),
                             fire_and_forget: options.fire_and_forget,
                         },
                         deadline,
@@ -1838,7 +1839,9 @@ impl Socket {
             else {
                 continue;
             };
-            let payload = std::mem::replace(payload, OutPayload::Binary(Vec::new()));
+            let Some(payload) = payload.take() else {
+                continue;
+            };
             let frame = encode_push(join_ref, r, &topic, event, &payload);
             let faf = *fire_and_forget;
             match frame {

@@ -372,12 +372,9 @@ pub fn decode_reply(payload: &RawValue) -> Result<ReplyPayload<'_>, DecodeError>
         serde_json::from_str(payload.get()).map_err(|e| DecodeError::BadReply(e.to_string()))?;
     Ok(ReplyPayload {
         status: raw.status,
-        response: raw.response.unwrap_or(NULL_RAW),
+        response: raw.response.unwrap_or(RawValue::NULL),
     })
 }
-
-/// A JSON `null` as a raw value.
-pub(crate) const NULL_RAW: &RawValue = RawValue::NULL;
 
 /// A binary frame from the server, decoded in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
