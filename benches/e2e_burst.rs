@@ -83,7 +83,7 @@ fn count_ticks(mut inbox: MessageReader<ChannelMessage>, mut t: ResMut<Ticks>) {
     }
 }
 
-fn plugin(server: &ServerProcess, n: u64, single: bool) -> Sample {
+fn plugin(server: &ServerProcess, n: u64, single: bool, wait: bool) -> Sample {
     let mut app = support::plugin_app(&server.url);
     app.insert_resource(Ticks {
         target: u64::MAX,
@@ -92,6 +92,9 @@ fn plugin(server: &ServerProcess, n: u64, single: bool) -> Sample {
     .add_systems(Update, count_ticks);
     if single {
         support::single_threaded(&mut app);
+    }
+    if wait {
+        support::wait_for_network(&mut app);
     }
     let channel = support::join(&mut app, &support::topic("plugin-burst"));
     app.world_mut().resource_mut::<Ticks>().target = n;
@@ -150,6 +153,8 @@ fn main() {
         ("plugin", vec![]),
         ("phoenix.js", vec![]),
         ("plugin, single-threaded executor", vec![]),
+        ("plugin + WaitForNetwork", vec![]),
+        ("plugin + WaitForNetwork, single-threaded executor", vec![]),
     ];
     for run in 0..support::runs() {
         if support::enabled("raw") {
@@ -158,12 +163,16 @@ fn main() {
             results[0].1.push(r);
         }
         if support::enabled("plugin") {
-            let p = plugin(&server, n, false);
-            eprintln!("run {run}: plugin {p:?}");
-            results[1].1.push(p);
-            let p = plugin(&server, n, true);
-            eprintln!("run {run}: plugin, single-threaded executor {p:?}");
-            results[3].1.push(p);
+            for (i, single, wait) in [
+                (1, false, false),
+                (3, true, false),
+                (4, false, true),
+                (5, true, true),
+            ] {
+                let p = plugin(&server, n, single, wait);
+                eprintln!("run {run}: {} {p:?}", results[i].0);
+                results[i].1.push(p);
+            }
         }
         if with_js && support::enabled("js") {
             let j = js(&server, n);
@@ -211,14 +220,13 @@ fn main() {
             scpu(v)
         );
     }
-    let frames = support::median(
-        &results[1]
-            .1
-            .iter()
-            .map(|s| s.frames as f64)
-            .collect::<Vec<_>>(),
-    );
-    println!("\nplugin: median {frames:.0} app.update() calls per burst");
+    for (name, v) in results
+        .iter()
+        .filter(|(name, _)| name.starts_with("plugin"))
+    {
+        let frames = support::median(&v.iter().map(|s| s.frames as f64).collect::<Vec<_>>());
+        println!("\n{name}: median {frames:.0} app.update() calls per burst");
+    }
     println!("all runs (msgs/s):");
     for (name, v) in &results {
         let all: Vec<String> = v

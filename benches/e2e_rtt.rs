@@ -92,6 +92,7 @@ struct Rtt {
     pending: Option<(PushHandle, Instant)>,
     lat: Vec<Duration>,
     started: Option<(Instant, Duration)>,
+    finished: Option<Instant>,
 }
 
 fn rtt_system(
@@ -107,6 +108,10 @@ fn rtt_system(
             let d = t0.elapsed();
             if st.sent > WARMUP {
                 st.lat.push(d);
+                if st.sent == st.total {
+                    // Stamped here: with WaitForNetwork, this frame still sleeps in `Last`.
+                    st.finished = Some(Instant::now());
+                }
             }
             st.pending = None;
         }
@@ -123,7 +128,7 @@ fn rtt_system(
     }
 }
 
-fn plugin(server: &ServerProcess, n: usize, single: bool) -> Sample {
+fn plugin(server: &ServerProcess, n: usize, single: bool, wait: bool) -> Sample {
     let mut app = support::plugin_app(&server.url);
     let channel = support::join(&mut app, &support::topic("plugin-rtt"));
     app.insert_resource(Rtt {
@@ -133,10 +138,14 @@ fn plugin(server: &ServerProcess, n: usize, single: bool) -> Sample {
         pending: None,
         lat: Vec::with_capacity(n),
         started: None,
+        finished: None,
     })
     .add_systems(Update, rtt_system);
     if single {
         support::single_threaded(&mut app);
+    }
+    if wait {
+        support::wait_for_network(&mut app);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut frames = 0;
@@ -154,14 +163,40 @@ fn plugin(server: &ServerProcess, n: usize, single: bool) -> Sample {
     let cpu1 = support::self_cpu();
     let mut st = app.world_mut().resource_mut::<Rtt>();
     let (t_start, cpu0) = st.started.unwrap();
+    let t_end = st.finished.unwrap();
     let mut lat = std::mem::take(&mut st.lat);
     lat.sort();
     Sample {
         lat,
-        secs: t_start.elapsed().as_secs_f64(),
+        secs: (t_end - t_start).as_secs_f64(),
         client_cpu: cpu1 - cpu0,
         frames,
     }
+}
+
+/// Median µs per `app.update()` of `MinimalPlugins` with one empty system in `Update` (the
+/// shape of `rtt_system`) and no plugin: a frame-driven client's round trip cannot be shorter.
+fn bare_frame(single: bool) -> f64 {
+    fn nothing(_: Res<Time<Real>>) {}
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins).add_systems(Update, nothing);
+    app.finish();
+    app.cleanup();
+    if single {
+        support::single_threaded(&mut app);
+    }
+    for _ in 0..500 {
+        app.update();
+    }
+    let mut blocks = Vec::new();
+    for _ in 0..9 {
+        let t = Instant::now();
+        for _ in 0..1_000 {
+            app.update();
+        }
+        blocks.push(t.elapsed().as_secs_f64() * 1e6 / 1_000.0);
+    }
+    support::median(&blocks)
 }
 
 fn js(server: &ServerProcess, n: usize) -> Sample {
@@ -191,14 +226,18 @@ fn main() {
         ("plugin", vec![]),
         ("phoenix.js", vec![]),
         ("plugin, single-threaded executor", vec![]),
+        ("plugin + WaitForNetwork", vec![]),
+        ("plugin + WaitForNetwork, single-threaded executor", vec![]),
     ];
     for run in 0..support::runs() {
         if support::enabled("raw") {
             results[0].1.push(raw(&server, n));
         }
         if support::enabled("plugin") {
-            results[1].1.push(plugin(&server, n, false));
-            results[3].1.push(plugin(&server, n, true));
+            results[1].1.push(plugin(&server, n, false, false));
+            results[3].1.push(plugin(&server, n, true, false));
+            results[4].1.push(plugin(&server, n, false, true));
+            results[5].1.push(plugin(&server, n, true, true));
         }
         if with_js && support::enabled("js") {
             results[2].1.push(js(&server, n));
@@ -249,13 +288,18 @@ fn main() {
             med(v, &cpu)
         );
     }
-    for i in [1, 3] {
+    for i in [1, 3, 4, 5] {
         let frames = med(&results[i].1, &|s: &Sample| s.frames as f64 / n as f64);
         println!(
             "\n{}: median {frames:.2} app.update() calls per round trip (uncapped loop)",
             results[i].0
         );
     }
+    let (bare, bare_single) = (bare_frame(false), bare_frame(true));
+    println!(
+        "\nfloor: one app.update() of MinimalPlugins + one empty Update system, no plugin: \
+         {bare:.1} µs (default executor), {bare_single:.1} µs (single-threaded executor)"
+    );
     println!("all runs (p50 / p99 µs):");
     for (name, v) in &results {
         let all: Vec<String> = v

@@ -28,9 +28,10 @@ struct Bot {
     quit: Timer,
 }
 
-fn main() {
-    // No PHOENIX_URL: run the bundled Phoenix-faithful test server in-process.
-    let (_server, url) = match std::env::var("PHOENIX_URL") {
+/// The server to talk to: `PHOENIX_URL`, or the bundled test server started in-process.
+#[cfg(not(target_arch = "wasm32"))]
+fn server() -> (Option<phoenix_test_server::TestServer>, String) {
+    match std::env::var("PHOENIX_URL") {
         Ok(url) if !url.is_empty() => (None, url),
         _ => {
             let server = phoenix_test_server::start().expect("start the test server");
@@ -38,7 +39,18 @@ fn main() {
             println!("started the bundled test server at {url}");
             (Some(server), url)
         }
-    };
+    }
+}
+
+/// In the browser there is no in-process server: `PHOENIX_URL` at build time, or localhost.
+#[cfg(target_arch = "wasm32")]
+fn server() -> ((), String) {
+    let url = option_env!("PHOENIX_URL").unwrap_or("ws://127.0.0.1:4000/socket");
+    ((), url.to_owned())
+}
+
+fn main() {
+    let (_server, url) = server();
     let seconds: f32 = std::env::var("BOT_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -46,7 +58,10 @@ fn main() {
     let name = format!("bot-{}", std::process::id());
 
     App::new()
-        .add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_millis(16))))
+        // No frame cap: WaitForNetwork sleeps until the server sends something (natively; the
+        // browser paces frames itself), and at most 16 ms, so the timers still tick.
+        .add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::ZERO)))
+        .insert_resource(WaitForNetwork::up_to(Duration::from_millis(16)))
         .add_plugins(bevy::log::LogPlugin::default())
         .add_plugins(PhoenixChannelsPlugin::new(url))
         .insert_resource(Bot {

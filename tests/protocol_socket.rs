@@ -271,6 +271,32 @@ fn reconnect_jitter_stays_in_bounds() {
 }
 
 #[test]
+fn default_jitter_is_twenty_percent() {
+    let base = [10u64, 50, 100, 150, 200, 250, 500, 1000, 2000, 5000, 5000];
+    assert_eq!(SocketConfig::new(ENDPOINT).jitter, 0.2);
+    let (mut wide, mut total) = (0, 0);
+    for seed in 0..200 {
+        // The default config, only seeded: no with_jitter.
+        let seen = backoff_run(SocketConfig::new(ENDPOINT).with_rng_seed(seed), 10);
+        for ((_, d), b) in seen.iter().zip(base) {
+            let b = MS(b);
+            assert!(
+                *d >= b.mul_f64(0.8) && *d <= b.mul_f64(1.2),
+                "seed {seed}: {d:?} for {b:?}"
+            );
+            // Past ±10 %: the spread is really ±20 %, not something smaller.
+            wide += usize::from(*d < b.mul_f64(0.9) || *d > b.mul_f64(1.1));
+            total += 1;
+        }
+    }
+    // Uniform over ±20 %: about half the delays lie past ±10 %.
+    assert!(
+        wide * 10 > total * 3 && wide * 10 < total * 7,
+        "{wide} of {total}"
+    );
+}
+
+#[test]
 fn reconnect_counter_resets_on_open() {
     let mut h = open();
     drop_conn(&mut h);

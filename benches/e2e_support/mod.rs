@@ -279,6 +279,11 @@ pub fn join(app: &mut App, topic: &str) -> Entity {
     e
 }
 
+/// Lets the app sleep at the end of a frame until the socket has data ([`WaitForNetwork`]).
+pub fn wait_for_network(app: &mut App) {
+    app.insert_resource(WaitForNetwork::up_to(Duration::from_secs(1)));
+}
+
 /// Runs every schedule of the app on the calling thread (Bevy's single-threaded executor).
 pub fn single_threaded(app: &mut App) {
     let mut schedules = app.world_mut().resource_mut::<Schedules>();

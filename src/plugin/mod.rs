@@ -12,6 +12,7 @@ mod commands;
 mod components;
 mod diagnostics;
 mod messages;
+mod wait;
 
 use bevy::ecs::system::{NonSendMarker, SystemParam};
 use bevy::platform::collections::HashMap;
@@ -31,6 +32,7 @@ pub use components::{
 };
 pub use diagnostics::PhoenixDiagnosticsPlugin;
 pub use messages::*;
+pub use wait::WaitForNetwork;
 
 /// Adds Phoenix Channels to an app.
 ///
@@ -65,6 +67,8 @@ pub enum PhoenixSystems {
     Receive,
     /// [`PostUpdate`]: apply commands, fire timers, write frames to the transports.
     Send,
+    /// [`Last`]: with [`WaitForNetwork`], sleep until the network has something (native only).
+    Wait,
 }
 
 /// Maps [`Time<Real>`] onto the core's clock: `base + real elapsed`.
@@ -92,6 +96,8 @@ impl Default for PhoenixClock {
 #[derive(Default)]
 pub struct PhoenixTransports {
     map: HashMap<Entity, Transport>,
+    /// Handed to new transports so that their handshake ends a [`WaitForNetwork`] sleep.
+    waker: transport::NetworkWaker,
 }
 
 impl PhoenixTransports {
@@ -138,6 +144,13 @@ impl Plugin for PhoenixChannelsPlugin {
                     .in_set(PhoenixSystems::Send),
             )
             .add_observer(socket_removed);
+        #[cfg(not(target_arch = "wasm32"))]
+        app.configure_sets(Last, PhoenixSystems::Wait).add_systems(
+            Last,
+            wait::wait_system
+                .run_if(resource_exists::<WaitForNetwork>)
+                .in_set(PhoenixSystems::Wait),
+        );
         if let Some(config) = &self.default_socket {
             let socket = PhoenixSocket::new(config.clone());
             app.world_mut()
@@ -450,13 +463,16 @@ fn apply_outputs(entity: Entity, sock: &mut PhoenixSocket, transports: &mut Phoe
                     old.close();
                 }
                 let cfg = &sock.config;
-                let t = Transport::connect(transport::ConnectRequest {
-                    url: req.url,
-                    subprotocols: req.subprotocols,
-                    max_frame_size: cfg.max_frame_size,
-                    connect_timeout: cfg.connect_timeout,
-                    tls: cfg.tls.clone(),
-                });
+                let t = Transport::connect_waking(
+                    transport::ConnectRequest {
+                        url: req.url,
+                        subprotocols: req.subprotocols,
+                        max_frame_size: cfg.max_frame_size,
+                        connect_timeout: cfg.connect_timeout,
+                        tls: cfg.tls.clone(),
+                    },
+                    &transports.waker,
+                );
                 transports.map.insert(entity, t);
             }
             Output::Send(frame) => {
@@ -621,9 +637,16 @@ fn send_system(
     )>,
     mut input: Commands_,
     mut sinks: SendSinks,
+    wait: Option<Res<WaitForNetwork>>,
 ) {
     let now = clock.now(&time);
     let transports = &mut *transports;
+    if let Some(wait) = wait
+        && wait.is_changed()
+    {
+        // Transports started from now on end a WaitForNetwork sleep when their handshake ends.
+        transports.waker = wait.waker();
+    }
 
     for gone in input.removed_sockets.read() {
         if let Some(mut t) = transports.map.remove(&gone) {

@@ -24,6 +24,8 @@
 //! what it trusts).
 
 use std::fmt;
+#[cfg(not(target_arch = "wasm32"))]
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocol::Transmit;
@@ -32,6 +34,8 @@ use crate::protocol::Transmit;
 mod native;
 #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
 mod tls;
+#[cfg(not(target_arch = "wasm32"))]
+mod wait;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
@@ -216,9 +220,20 @@ impl fmt::Debug for Transport {
 impl Transport {
     /// Starts connecting; never blocks. Progress and errors arrive through [`poll`](Self::poll).
     pub fn connect(req: ConnectRequest) -> Self {
-        Self {
-            inner: imp::Inner::connect(req),
-        }
+        Self::connect_waking(req, &NetworkWaker::none())
+    }
+
+    /// Like [`connect`](Self::connect), and `waker` is woken when the handshake ends, so a
+    /// [`wait_for_network`] that watches this transport returns at once then.
+    pub fn connect_waking(req: ConnectRequest, waker: &NetworkWaker) -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        let inner = imp::Inner::connect(req, waker.inner.clone());
+        #[cfg(target_arch = "wasm32")]
+        let inner = {
+            let _ = waker;
+            imp::Inner::connect(req)
+        };
+        Self { inner }
     }
 
     /// Returns the next event, or `None` when nothing is ready; never blocks.
@@ -259,4 +274,77 @@ impl Transport {
     pub fn stats(&self) -> TransportStats {
         self.inner.stats()
     }
+}
+
+/// Wakes a [`wait_for_network`] (and so a frame loop sleeping in
+/// [`WaitForNetwork`](crate::plugin::WaitForNetwork)) from any thread.
+///
+/// Cheap to clone; all clones wake the same waiter. On the web, and if the waker could not be
+/// made (see [`NetworkWaker::new`]), [`wake`](Self::wake) does nothing.
+#[derive(Clone, Default)]
+pub struct NetworkWaker {
+    #[cfg(not(target_arch = "wasm32"))]
+    inner: Option<Arc<wait::Waker>>,
+}
+
+impl fmt::Debug for NetworkWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetworkWaker")
+            .field("active", &self.is_active())
+            .finish()
+    }
+}
+
+impl NetworkWaker {
+    /// A waker that wakes nothing.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// A new waker. Natively it is a loopback UDP socket connected to itself (it works with
+    /// `WSAPoll` on Windows, which a pipe does not); making it can fail, for example when the
+    /// process is out of file descriptors. On the web it is inert.
+    pub fn new() -> std::io::Result<Self> {
+        #[cfg(not(target_arch = "wasm32"))]
+        return Ok(Self {
+            inner: Some(Arc::new(wait::Waker::new()?)),
+        });
+        #[cfg(target_arch = "wasm32")]
+        Ok(Self {})
+    }
+
+    /// Ends the current (or the next) [`wait_for_network`] that uses this waker.
+    pub fn wake(&self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(w) = &self.inner {
+            w.wake();
+        }
+    }
+
+    /// `true` if [`wake`](Self::wake) can wake anything.
+    pub fn is_active(&self) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.inner.is_some();
+        #[cfg(target_arch = "wasm32")]
+        false
+    }
+}
+
+/// Blocks until one of `transports` has something for [`Transport::poll`], `waker` is woken,
+/// or `timeout` passes. Native only.
+///
+/// Returns `Ok(false)` at once, without sleeping, if some transport already has something
+/// (`poll` was not called until it returned `None`, or an event is pending), or is still
+/// connecting and was not started with this `waker` (nothing would wake the wait when it
+/// opens). `Ok(true)` means it slept, until whichever came first; call `poll` next. A wait
+/// ends early on readable data, on writability where a flush was blocked, when a closing
+/// socket hears from the peer, and when a handshake started with
+/// [`connect_waking`](Transport::connect_waking) ends.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn wait_for_network<'a>(
+    transports: impl IntoIterator<Item = &'a Transport>,
+    waker: &NetworkWaker,
+    timeout: Duration,
+) -> std::io::Result<bool> {
+    wait::wait(transports.into_iter(), waker.inner.as_deref(), timeout)
 }

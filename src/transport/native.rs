@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -16,6 +17,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket};
 
+use super::wait::Waker;
 use super::{CloseInfo, ConnectRequest, TransportError, TransportEvent, TransportStats};
 use crate::protocol::Transmit;
 
@@ -89,6 +91,8 @@ enum State {
         rx: Receiver<HandshakeResult>,
         deadline: Instant,
         pending: VecDeque<Transmit>,
+        /// The handshake thread wakes a network wait when it is done.
+        wakes: bool,
     },
     /// Open and driven by poll/send/flush.
     Open {
@@ -109,6 +113,21 @@ enum State {
 pub(crate) struct Inner {
     state: State,
     stats: TransportStats,
+    /// The last `poll` found nothing: every byte the socket had was read, and no whole frame is
+    /// left in tungstenite's buffer (it reads the socket only when it has none).
+    drained: bool,
+}
+
+/// What a network wait must watch on one transport (see [`Inner::wait_on`]).
+pub(crate) enum WaitOn<'a> {
+    /// `poll` has something without the socket: do not sleep.
+    Ready,
+    /// Nothing will come (closed).
+    Nothing,
+    /// The handshake thread is working; `wakes`: it wakes the waiter when done.
+    Handshake { wakes: bool },
+    /// Sleep until the socket is readable (or writable, with `write`).
+    Socket { tcp: &'a TcpStream, write: bool },
 }
 
 fn closed_abnormally(reason: impl Into<String>) -> TransportEvent {
@@ -200,8 +219,8 @@ fn message_of(t: Transmit) -> (Message, usize) {
 }
 
 impl Inner {
-    pub(crate) fn connect(req: ConnectRequest) -> Self {
-        let state = match start(req) {
+    pub(crate) fn connect(req: ConnectRequest, waker: Option<Arc<Waker>>) -> Self {
+        let state = match start(req, waker) {
             Ok(state) => state,
             Err(e) => State::Done {
                 pending_event: Some(TransportEvent::Failed(e)),
@@ -210,10 +229,50 @@ impl Inner {
         Self {
             state,
             stats: TransportStats::default(),
+            drained: false,
+        }
+    }
+
+    /// What a network wait must watch before the next `poll` can find anything.
+    pub(crate) fn wait_on(&self) -> WaitOn<'_> {
+        match &self.state {
+            State::Connecting { wakes, .. } => WaitOn::Handshake { wakes: *wakes },
+            State::Open {
+                ws,
+                flush_blocked,
+                write_failure,
+            } => {
+                if !self.drained || write_failure.is_some() {
+                    WaitOn::Ready
+                } else {
+                    WaitOn::Socket {
+                        tcp: ws.get_ref().tcp(),
+                        write: *flush_blocked,
+                    }
+                }
+            }
+            // Only the peer's close (readable) ends the linger early.
+            State::Closing { ws, .. } => WaitOn::Socket {
+                tcp: ws.get_ref().tcp(),
+                write: false,
+            },
+            State::Done { pending_event } => {
+                if pending_event.is_some() {
+                    WaitOn::Ready
+                } else {
+                    WaitOn::Nothing
+                }
+            }
         }
     }
 
     pub(crate) fn poll(&mut self) -> Option<TransportEvent> {
+        let event = self.poll_state();
+        self.drained = event.is_none();
+        event
+    }
+
+    fn poll_state(&mut self) -> Option<TransportEvent> {
         match &mut self.state {
             State::Connecting { rx, deadline, .. } => {
                 let result = match rx.try_recv() {
@@ -540,7 +599,7 @@ impl Drop for Inner {
 }
 
 /// Validates the request and starts the handshake thread.
-fn start(req: ConnectRequest) -> Result<State, TransportError> {
+fn start(req: ConnectRequest, waker: Option<Arc<Waker>>) -> Result<State, TransportError> {
     let deadline = Instant::now() + req.connect_timeout;
     let mut request = req
         .url
@@ -599,6 +658,7 @@ fn start(req: ConnectRequest) -> Result<State, TransportError> {
     };
 
     let (tx, rx) = crossbeam_channel::bounded(1);
+    let wakes = waker.is_some();
     let job = move || {
         let target = Target {
             host,
@@ -607,12 +667,21 @@ fn start(req: ConnectRequest) -> Result<State, TransportError> {
             tls_client,
         };
         let result = handshake(&target, request, config, deadline);
-        if let Err(crossbeam_channel::SendError(Ok(mut h))) = tx.send(result) {
-            // Nobody waits any more (closed or timed out): leave politely.
-            let tcp = h.ws.get_ref().tcp();
-            let _ = tcp.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = h.ws.close(None);
-            let _ = h.ws.flush();
+        match tx.send(result) {
+            // After the send, so the woken frame finds the result.
+            Ok(()) => {
+                if let Some(w) = &waker {
+                    w.wake();
+                }
+            }
+            Err(crossbeam_channel::SendError(Ok(mut h))) => {
+                // Nobody waits any more (closed or timed out): leave politely.
+                let tcp = h.ws.get_ref().tcp();
+                let _ = tcp.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = h.ws.close(None);
+                let _ = h.ws.flush();
+            }
+            Err(_) => {}
         }
     };
     std::thread::Builder::new()
@@ -623,6 +692,7 @@ fn start(req: ConnectRequest) -> Result<State, TransportError> {
         rx,
         deadline,
         pending: VecDeque::new(),
+        wakes,
     })
 }
 

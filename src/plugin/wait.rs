@@ -1,0 +1,103 @@
+//! [`WaitForNetwork`]: a headless frame loop that sleeps until the server sends something.
+
+use std::time::Duration;
+
+use bevy::prelude::*;
+
+#[cfg(not(target_arch = "wasm32"))]
+use super::{PhoenixClock, PhoenixSocket, PhoenixTransports};
+use crate::transport::NetworkWaker;
+
+/// Lets a headless app sleep at the end of each frame until the network has something for it.
+///
+/// An uncapped headless loop (`MinimalPlugins`, a bot, a load-test client, a dedicated server)
+/// spins a core at 100 % while it waits for the server; a fixed frame cap (for example
+/// `ScheduleRunnerPlugin::run_loop(1/60 s)`) saves the CPU but adds up to a frame of latency to
+/// everything the server sends. With this resource, the plugin's [`PhoenixSystems::Wait`]
+/// system (in [`Last`]) blocks until the first of:
+///
+/// - a socket has data to read (or can take writes a full send buffer held back),
+/// - a socket finishes connecting, or a closing socket hears from its peer,
+/// - the socket's next timer (heartbeat, reconnect, rejoin, push timeout) is due,
+/// - [`waker`](Self::waker) is woken from another thread,
+/// - `max_wait` has passed: the loop still runs at least every `max_wait`.
+///
+/// It does not sleep while some socket still has frames or events waiting (a burst larger than
+/// [`PhoenixSocketConfig::max_frames_per_update`](super::PhoenixSocketConfig) goes on at full
+/// speed). The wait only knows about this plugin's sockets: wake it yourself for other sources
+/// of work, and do not use it with a window (winit has its own reactive modes). On the web it
+/// does nothing: the browser drives the frames.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bevy::prelude::*;
+/// use bevy_phoenix_channels::prelude::*;
+///
+/// App::new()
+///     .add_plugins((MinimalPlugins, PhoenixChannelsPlugin::new("ws://127.0.0.1:4000/socket")))
+///     // Run when the server speaks, and at least 20 times a second otherwise.
+///     .insert_resource(WaitForNetwork::up_to(Duration::from_millis(50)))
+///     .run();
+/// ```
+///
+/// [`PhoenixSystems::Wait`]: super::PhoenixSystems::Wait
+#[derive(Resource, Debug, Clone)]
+pub struct WaitForNetwork {
+    /// The longest one frame sleeps.
+    pub max_wait: Duration,
+    waker: NetworkWaker,
+}
+
+impl WaitForNetwork {
+    /// Sleep up to `max_wait` per frame.
+    ///
+    /// If the waker cannot be made (the process is out of file descriptors), the warning is
+    /// logged and the wait still watches the sockets, but a connecting socket then keeps the
+    /// loop running until it opens.
+    pub fn up_to(max_wait: Duration) -> Self {
+        let waker = NetworkWaker::new().unwrap_or_else(|e| {
+            warn!("phoenix: WaitForNetwork cannot make its waker ({e}); connects will not wake it");
+            NetworkWaker::none()
+        });
+        WaitForNetwork { max_wait, waker }
+    }
+
+    /// A handle that ends the current (or next) wait from any thread.
+    pub fn waker(&self) -> NetworkWaker {
+        self.waker.clone()
+    }
+}
+
+/// [`Last`]: sleeps as [`WaitForNetwork`] says.
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) fn wait_system(
+    wait: Res<WaitForNetwork>,
+    clock: Res<PhoenixClock>,
+    time: Res<Time<Real>>,
+    transports: NonSend<PhoenixTransports>,
+    sockets: Query<&PhoenixSocket>,
+    mut warned: Local<bool>,
+) {
+    let now = clock.now(&time);
+    // The clock was read when the frame began; the frame has run since.
+    let spent = time.last_update().map(|t| t.elapsed()).unwrap_or_default();
+    let mut timeout = wait.max_wait;
+    for sock in &sockets {
+        if sock.core.has_events() {
+            return;
+        }
+        if let Some(at) = sock.core.poll_timeout() {
+            timeout = timeout.min(at.saturating_duration_since(now).saturating_sub(spent));
+        }
+    }
+    if timeout.is_zero() {
+        return;
+    }
+    if let Err(e) =
+        crate::transport::wait_for_network(transports.map.values(), &wait.waker, timeout)
+        && !*warned
+    {
+        *warned = true;
+        warn!("phoenix: waiting for the network failed, frames go on without it: {e}");
+    }
+}
