@@ -169,6 +169,10 @@ fn main() {
                 (4, false, true),
                 (5, true, true),
             ] {
+                // BPC_E2E_ROWS=1,5: only those plugin rows (for profiling one of them).
+                if !support::row_enabled(i) {
+                    continue;
+                }
                 let p = plugin(&server, n, single, wait);
                 eprintln!("run {run}: {} {p:?}", results[i].0);
                 results[i].1.push(p);

@@ -102,7 +102,7 @@ fn pipe_system(
     }
 }
 
-fn plugin(server: &ServerProcess, n: u64, batch: u64, single: bool) -> Sample {
+fn plugin(server: &ServerProcess, n: u64, batch: u64, single: bool, wait: bool) -> Sample {
     let mut app = support::plugin_app(&server.url);
     let channel = support::join(&mut app, &support::topic("plugin-pipe"));
     app.insert_resource(Pipe {
@@ -117,6 +117,9 @@ fn plugin(server: &ServerProcess, n: u64, batch: u64, single: bool) -> Sample {
     .add_systems(Update, pipe_system);
     if single {
         support::single_threaded(&mut app);
+    }
+    if wait {
+        support::wait_for_network(&mut app);
     }
     let cpu0 = support::self_cpu();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -166,6 +169,7 @@ fn main() {
         "plugin, all pushes in one frame",
         "phoenix.js",
         "plugin, 10k per frame, single-threaded executor",
+        "plugin, 10k per frame + WaitForNetwork, single-threaded executor",
     ];
     // results[size][client] = samples
     let mut results = vec![vec![Vec::<Sample>::new(); clients.len()]; sizes.len()];
@@ -176,12 +180,13 @@ fn main() {
                 results[si][0].push(raw(&server, n));
             }
             if support::enabled("plugin") {
-                results[si][1].push(plugin(&server, n, BATCH, false));
+                results[si][1].push(plugin(&server, n, BATCH, false, false));
                 // Same as the row above when n <= BATCH.
                 if n > BATCH {
-                    results[si][2].push(plugin(&server, n, n, false));
+                    results[si][2].push(plugin(&server, n, n, false, false));
                 }
-                results[si][4].push(plugin(&server, n, BATCH, true));
+                results[si][4].push(plugin(&server, n, BATCH, true, false));
+                results[si][5].push(plugin(&server, n, BATCH, true, true));
             }
             // phoenix.js is quadratic: 10k and 20k only.
             if with_js && support::enabled("js") && !big {

@@ -249,10 +249,17 @@ impl Raw {
 /// timeout (nothing times out in a bench). No frame cap: the bench calls `app.update()` in a loop.
 pub fn plugin_app(url: &str) -> App {
     let mut app = App::new();
+    let mut config =
+        PhoenixSocketConfig::new(url).with(|s| s.with_push_timeout(Duration::from_secs(600)));
+    // BPC_E2E_BUDGET: frames read per socket per update (default: the plugin's default).
+    if let Some(n) = std::env::var("BPC_E2E_BUDGET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.with_max_frames_per_update(n);
+    }
     app.add_plugins(MinimalPlugins)
-        .add_plugins(PhoenixChannelsPlugin::with_config(
-            PhoenixSocketConfig::new(url).with(|s| s.with_push_timeout(Duration::from_secs(600))),
-        ));
+        .add_plugins(PhoenixChannelsPlugin::with_config(config));
     app.finish();
     app.cleanup();
     app
@@ -277,6 +284,14 @@ pub fn join(app: &mut App, topic: &str) -> Entity {
         w.get::<ChannelStatus>(e).map(|s| s.0) == Some(ChannelState::Joined)
     });
     e
+}
+
+/// Whether result row `i` should run: all of them unless `BPC_E2E_ROWS` lists some (`1,5`).
+pub fn row_enabled(i: usize) -> bool {
+    match std::env::var("BPC_E2E_ROWS") {
+        Ok(rows) if !rows.is_empty() => rows.split(',').any(|r| r.trim() == i.to_string()),
+        _ => true,
+    }
 }
 
 /// Lets the app sleep at the end of a frame until the socket has data ([`WaitForNetwork`]).

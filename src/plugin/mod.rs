@@ -6,7 +6,9 @@
 //! says comes out as messages and events. In [`PostUpdate`] ([`PhoenixSystems::Send`]), the
 //! commands written during the frame (`JoinChannel`, `PushMessage`, `LeaveChannel`, spawned
 //! or despawned channel entities) go into the core and the frames it produces are written to
-//! the socket before the frame ends. Only this module touches the transport.
+//! the socket before the frame ends. With a [`WaitForNetwork`] resource, a system in [`Last`]
+//! ([`PhoenixSystems::Wait`]) then sleeps until a socket has something or a timer is due
+//! (native only). Only this module touches the transport.
 
 mod commands;
 mod components;

@@ -22,6 +22,11 @@ use crate::transport::NetworkWaker;
 /// - [`waker`](Self::waker) is woken from another thread,
 /// - `max_wait` has passed: the loop still runs at least every `max_wait`.
 ///
+/// The wait runs in [`Last`], in [`PhoenixSystems::Wait`]: order other `Last` systems
+/// `.before(PhoenixSystems::Wait)` if their work must not wait. A frame that slept has a long
+/// delta: `Time<Virtual>` clamps a delta to its `max_delta` (250 ms by default), so keep
+/// `max_wait` below that if game time must not fall behind wall time.
+///
 /// It does not sleep while some socket still has frames or events waiting (a burst larger than
 /// [`PhoenixSocketConfig::max_frames_per_update`](super::PhoenixSocketConfig) goes on at full
 /// speed). The wait only knows about this plugin's sockets: wake it yourself for other sources

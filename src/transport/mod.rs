@@ -13,6 +13,10 @@
 //! [`TlsConfig::extra_roots_der`]); without it a `wss://` URL fails with
 //! [`TransportError::Tls`] instead of panicking.
 //!
+//! A caller with nothing else to do can block in [`wait_for_network`] until some transport has
+//! something for `poll` (one `poll(2)`, or `WSAPoll` on Windows, over the sockets and a
+//! [`NetworkWaker`]); the plugin's `WaitForNetwork` is built on it.
+//!
 //! # Web (`wasm32`)
 //! A thin binding of the browser `WebSocket` with `binaryType = "arraybuffer"`, so every message
 //! event is synchronous and frames arrive in order (ewebsock 0.8 switches to `Blob` after the first
