@@ -218,9 +218,9 @@ fn server_to_client_interleaved_burst_keeps_order() {
         let Some(mut ws) = accept(s) else { return };
         for i in 0..10_000 {
             let m = if i % 2 == 0 {
-                Message::Text(text_of(i))
+                Message::text(text_of(i))
             } else {
-                Message::Binary(binary_of(i))
+                Message::binary(binary_of(i))
             };
             ws.write(m).unwrap();
         }
@@ -230,7 +230,7 @@ fn server_to_client_interleaved_burst_keeps_order() {
     let mut t = open(url(port));
     for i in 0..10_000 {
         let expected = match transmit_of(i) {
-            Transmit::Text(s) => TransportEvent::Text(s),
+            Transmit::Text(s) => TransportEvent::Text(s.into()),
             Transmit::Binary(b) => TransportEvent::Binary(b),
         };
         assert_eq!(next_event(&mut t, WAIT), expected, "frame #{i}");
@@ -450,7 +450,7 @@ fn frame_over_max_frame_size_fails_and_closes_with_1009() {
     let (tx, rx) = mpsc::channel();
     let port = serve(move |s| {
         let Some(mut ws) = accept(s) else { return };
-        ws.send(Message::Binary(vec![7; 2048])).unwrap();
+        ws.send(Message::binary(vec![7; 2048])).unwrap();
         let code = loop {
             match ws.read() {
                 Ok(Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
@@ -542,11 +542,12 @@ fn close_sends_1000_and_reports_nothing_more() {
 fn ping_is_answered_without_an_event() {
     let port = serve(|s| {
         let Some(mut ws) = accept(s) else { return };
-        ws.send(Message::Ping(b"are you there".to_vec())).unwrap();
+        ws.send(Message::Ping(b"are you there".to_vec().into()))
+            .unwrap();
         loop {
             match ws.read() {
                 Ok(Message::Pong(p)) => {
-                    assert_eq!(p, b"are you there");
+                    assert_eq!(&p[..], b"are you there");
                     ws.send(Message::Text("pong received".into())).unwrap();
                     break;
                 }

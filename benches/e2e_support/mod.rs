@@ -166,7 +166,7 @@ pub type Frame<'a> = (
     &'a RawValue,
 );
 
-/// A blocking tungstenite 0.24 client with `TCP_NODELAY` speaking Phoenix V2 frames.
+/// A blocking tungstenite 0.30 client with `TCP_NODELAY` speaking Phoenix V2 frames.
 pub struct Raw {
     pub ws: WebSocket<TcpStream>,
     next_ref: u64,
@@ -185,7 +185,10 @@ impl Raw {
             .to_owned();
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("handshake");
+        // The plugin's read buffer size (tungstenite zero-fills its free part before each read).
+        let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+        let (ws, _) = tungstenite::client::client_with_config(url.as_str(), stream, Some(config))
+            .expect("handshake");
         Raw {
             ws,
             next_ref: 0,
@@ -201,7 +204,7 @@ impl Raw {
         self.join_ref = self.next_ref;
         let r = self.join_ref;
         let frame = format!(r#"["{r}","{r}","{topic}","phx_join",{{}}]"#);
-        self.ws.send(Message::Text(frame)).expect("send join");
+        self.ws.send(Message::text(frame)).expect("send join");
         loop {
             let text = self.read_text();
             let (_, msg_ref, _, event, payload): Frame =
@@ -221,7 +224,7 @@ impl Raw {
             r#"["{}","{r}","{}","{event}",{payload}]"#,
             self.join_ref, self.topic
         );
-        self.ws.write(Message::Text(frame)).expect("write push");
+        self.ws.write(Message::text(frame)).expect("write push");
         r
     }
 
@@ -229,8 +232,8 @@ impl Raw {
         self.ws.flush().expect("flush");
     }
 
-    /// The next text frame.
-    pub fn read_text(&mut self) -> String {
+    /// The next text frame (a view of tungstenite's read buffer, no copy).
+    pub fn read_text(&mut self) -> tungstenite::Utf8Bytes {
         match self.ws.read().expect("read") {
             Message::Text(t) => t,
             other => panic!("unexpected {other:?}"),

@@ -29,9 +29,9 @@
 //! let Some(Output::Send(Transmit::Text(join))) = socket.poll_output() else { unreachable!() };
 //! assert_eq!(join, r#"["1","1","room:lobby","phx_join",{}]"#);
 //!
-//! socket.handle_text(now, r#"["1","1","room:lobby","phx_reply",{"status":"ok","response":{}}]"#.into());
+//! socket.handle_text(now, r#"["1","1","room:lobby","phx_reply",{"status":"ok","response":{}}]"#);
 //! let push = socket.push(now, lobby, "shout", OutPayload::json(&"hi").unwrap(), PushOptions::default());
-//! socket.handle_text(now, r#"["1","2","room:lobby","phx_reply",{"status":"ok","response":{"n":1}}]"#.into());
+//! socket.handle_text(now, r#"["1","2","room:lobby","phx_reply",{"status":"ok","response":{"n":1}}]"#);
 //! let reply = std::iter::from_fn(|| socket.poll_event()).find_map(|e| match e {
 //!     Event::Reply(r) if r.push == push => Some(r.outcome),
 //!     _ => None,
@@ -46,7 +46,7 @@ pub mod socket;
 pub mod wire;
 
 pub use config::{Backoff, Params, SocketConfig, TokenProvider};
-pub use payload::{ChannelId, OutPayload, Payload, PayloadError, PushId, Topic};
+pub use payload::{ChannelId, FrameText, OutPayload, Payload, PayloadError, PushId, Topic};
 pub use presence::{PresenceChange, PresenceEntry, PresenceEvent, PresenceMeta, PresenceState};
 pub use socket::{
     ChannelError, ChannelInfo, ChannelState, CloseReason, ConnectRequest, ConnectionState,

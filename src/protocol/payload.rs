@@ -63,9 +63,97 @@ impl fmt::Display for PayloadError {
 
 impl std::error::Error for PayloadError {}
 
+/// The text of a received frame: an owned `String`, or, natively, a view of the transport's read
+/// buffer shared without a copy (tungstenite's `Utf8Bytes`). Either way it is valid UTF-8 and
+/// cheap to keep: payloads point into it.
+#[derive(Clone)]
+pub struct FrameText(TextRepr);
+
+#[derive(Clone)]
+enum TextRepr {
+    Owned(String),
+    #[cfg(not(target_arch = "wasm32"))]
+    Shared(tungstenite::Utf8Bytes),
+}
+
+impl FrameText {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            TextRepr::Owned(s) => s,
+            #[cfg(not(target_arch = "wasm32"))]
+            TextRepr::Shared(s) => s.as_str(),
+        }
+    }
+}
+
+impl std::ops::Deref for FrameText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<String> for FrameText {
+    fn from(s: String) -> Self {
+        FrameText(TextRepr::Owned(s))
+    }
+}
+
+impl From<&str> for FrameText {
+    fn from(s: &str) -> Self {
+        FrameText(TextRepr::Owned(s.to_owned()))
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl From<tungstenite::Utf8Bytes> for FrameText {
+    fn from(s: tungstenite::Utf8Bytes) -> Self {
+        FrameText(TextRepr::Shared(s))
+    }
+}
+
+impl fmt::Debug for FrameText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for FrameText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for FrameText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for FrameText {}
+
+impl PartialEq<str> for FrameText {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<String> for FrameText {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for FrameText {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 #[derive(Clone)]
 enum Buf {
-    Text(String),
+    Text(FrameText),
     Binary(Vec<u8>),
 }
 
@@ -85,7 +173,7 @@ impl Payload {
         let s = json.into();
         let span = 0..s.len();
         Payload {
-            buf: Buf::Text(s),
+            buf: Buf::Text(s.into()),
             span,
         }
     }
@@ -106,7 +194,7 @@ impl Payload {
     }
 
     /// A JSON payload that is the `span` of a received text frame.
-    pub(crate) fn in_text(frame: String, span: Range<usize>) -> Self {
+    pub(crate) fn in_text(frame: FrameText, span: Range<usize>) -> Self {
         if frame.get(span.clone()).is_some() {
             Payload {
                 buf: Buf::Text(frame),

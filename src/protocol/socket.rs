@@ -38,7 +38,7 @@ use web_time::Instant;
 
 use super::Transmit;
 use super::config::{SocketConfig, auth_subprotocols, websocket_url};
-use super::payload::{ChannelId, OutPayload, Payload, PushId, Topic};
+use super::payload::{ChannelId, FrameText, OutPayload, Payload, PushId, Topic};
 use super::presence::{PresenceEvent, PresenceState, PresenceTracker};
 use super::wire::{
     BinaryFrame, DecodeError, EncodeError, TextFrame, WireRef, decode_binary, decode_reply,
@@ -990,7 +990,8 @@ impl Socket {
     }
 
     /// A text frame arrived.
-    pub fn handle_text(&mut self, now: Instant, frame: String) {
+    pub fn handle_text(&mut self, now: Instant, frame: impl Into<FrameText>) {
+        let frame = frame.into();
         self.stats.frames_in += 1;
         self.stats.bytes_in += frame.len() as u64;
         let routed = match decode_text(&frame) {
@@ -1877,7 +1878,7 @@ impl Socket {
 
 /// A received frame, owned, so payloads can point into it without a copy.
 enum Frame {
-    Text(String),
+    Text(FrameText),
     Binary(Vec<u8>),
 }
 

@@ -32,7 +32,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::Transmit;
+use crate::protocol::{FrameText, Transmit};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
@@ -119,7 +119,7 @@ pub enum TransportEvent {
         protocol: Option<String>,
     },
     /// A text frame (message).
-    Text(String),
+    Text(FrameText),
     /// A binary frame (message).
     Binary(Vec<u8>),
     /// The connection ended (terminal).

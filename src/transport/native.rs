@@ -25,6 +25,8 @@ use crate::protocol::Transmit;
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// Most frames discarded per `poll` while closing, so a chatty peer cannot stall a frame.
 const CLOSING_READS_PER_POLL: usize = 1024;
+/// Most bytes one socket read takes (tungstenite's read buffer).
+const READ_BUFFER: usize = 4096;
 /// Bound on data buffered by `send` that the socket did not take yet; past it `send` refuses.
 const MAX_WRITE_BUFFER: usize = 64 << 20;
 
@@ -184,7 +186,7 @@ fn event_from_error(e: WsError) -> TransportEvent {
             })
         }
         WsError::Tls(e) => TransportEvent::Failed(TransportError::Tls(e.to_string())),
-        WsError::Utf8 => TransportEvent::Failed(TransportError::Protocol(
+        WsError::Utf8(_) => TransportEvent::Failed(TransportError::Protocol(
             "invalid UTF-8 in a text frame".into(),
         )),
         other => TransportEvent::Failed(TransportError::Protocol(other.to_string())),
@@ -209,11 +211,11 @@ fn message_of(t: Transmit) -> (Message, usize) {
     match t {
         Transmit::Text(s) => {
             let n = s.len();
-            (Message::Text(s), n)
+            (Message::Text(s.into()), n)
         }
         Transmit::Binary(b) => {
             let n = b.len();
-            (Message::Binary(b), n)
+            (Message::Binary(b.into()), n)
         }
     }
 }
@@ -364,18 +366,18 @@ impl Inner {
                 Ok(Message::Text(s)) => {
                     self.stats.messages_in += 1;
                     self.stats.bytes_in += s.len() as u64;
-                    return Some(TransportEvent::Text(s));
+                    return Some(TransportEvent::Text(s.into()));
                 }
                 Ok(Message::Binary(b)) => {
                     self.stats.messages_in += 1;
                     self.stats.bytes_in += b.len() as u64;
-                    return Some(TransportEvent::Binary(b));
+                    return Some(TransportEvent::Binary(b.into()));
                 }
                 Ok(Message::Close(frame)) => {
                     let info = match frame {
                         Some(f) => CloseInfo {
                             code: Some(u16::from(f.code)),
-                            reason: f.reason.into_owned(),
+                            reason: f.reason.as_str().to_owned(),
                             by_peer: true,
                         },
                         None => CloseInfo {
@@ -628,8 +630,8 @@ fn start(req: ConnectRequest, waker: Option<Arc<Waker>>) -> Result<State, Transp
         .port_u16()
         .unwrap_or(if secure { 443 } else { 80 });
     if !req.subprotocols.is_empty() {
-        // Comma without space: tungstenite 0.24 splits the offer on "," without trimming, so
-        // ", " would make it reject a server that picks any but the first protocol.
+        // Comma without space: tungstenite 0.24 split the offer on "," without trimming, so
+        // ", " made it reject a server that picked any but the first protocol (0.30 trims).
         let value = HeaderValue::from_str(&req.subprotocols.join(",")).map_err(|e| {
             TransportError::Connect(format!("invalid subprotocol {:?}: {e}", req.subprotocols))
         })?;
@@ -650,12 +652,13 @@ fn start(req: ConnectRequest, waker: Option<Arc<Waker>>) -> Result<State, Transp
     }
 
     let max = req.max_frame_size;
-    let config = WebSocketConfig {
-        max_frame_size: Some(max),
-        max_message_size: Some(max),
-        max_write_buffer_size: MAX_WRITE_BUFFER,
-        ..WebSocketConfig::default()
-    };
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(max))
+        .max_message_size(Some(max))
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        // tungstenite zero-fills the free part of its read buffer (up to this size) before
+        // every read, and an idle frame makes one read: keep it small.
+        .read_buffer_size(READ_BUFFER);
 
     let (tx, rx) = crossbeam_channel::bounded(1);
     let wakes = waker.is_some();

@@ -150,7 +150,7 @@ impl Inner {
                     if text.len() > max {
                         Err(text.len())
                     } else {
-                        Ok(TransportEvent::Text(text))
+                        Ok(TransportEvent::Text(text.into()))
                     }
                 } else if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
                     let size = buf.byte_length() as usize;
