@@ -3,6 +3,10 @@
 //! An incoming [`Payload`] keeps the frame it arrived in and points into it, so receiving a
 //! message copies nothing: the app decodes straight into its own types with
 //! [`Payload::decode`]. Outgoing payloads ([`OutPayload`]) are serialized once, when pushed.
+//!
+//! Natively the frame itself is a view of the transport's read buffer ([`FrameText`]), so a
+//! payload kept for long keeps that buffer's chunk (a few KiB) alive; decode it, or clone the
+//! JSON text, if you keep many for a long time.
 
 use std::fmt;
 use std::ops::Range;
