@@ -1,11 +1,13 @@
 //! Browser (wasm32) tests: the web transport (src/transport/web.rs) and the whole plugin, run in
 //! headless Chromium by `wasm-bindgen-test-runner` against `phoenix_test_server` running natively
-//! on loopback. The server's URL is baked in at compile time from `PHOENIX_TEST_URL`
+//! on loopback. The server's URL is baked in at compile time from `PHOENIX_TEST_URL` (and a
+//! second server's, started with `--idle-timeout-ms 1500`, from `PHOENIX_TEST_IDLE_URL`)
 //! (`ws://127.0.0.1:PORT/socket`); `.ci/extra` starts the server and sets it:
 //!
 //! ```sh
 //! CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 //!   PHOENIX_TEST_URL=ws://127.0.0.1:4000/socket \
+//!   PHOENIX_TEST_IDLE_URL=ws://127.0.0.1:4001/socket \
 //!   cargo test -p bevy_phoenix_channels --target wasm32-unknown-unknown --test web
 //! ```
 //!
@@ -37,6 +39,19 @@ fn server_url() -> &'static str {
         _ => panic!(
             "PHOENIX_TEST_URL was not set at compile time: start phoenix_test_server and build \
              this test with PHOENIX_TEST_URL=ws://127.0.0.1:PORT/socket (see .ci/extra)"
+        ),
+    }
+}
+
+/// A second test server that closes a websocket after 1.5 s without input
+/// (`--idle-timeout-ms 1500`), for the hidden-tab keepalive. Baked in from
+/// `PHOENIX_TEST_IDLE_URL`, like [`server_url`].
+fn idle_server_url() -> &'static str {
+    match option_env!("PHOENIX_TEST_IDLE_URL") {
+        Some(url) if !url.is_empty() => url,
+        _ => panic!(
+            "PHOENIX_TEST_IDLE_URL was not set at compile time: start a second phoenix_test_server \
+             with --idle-timeout-ms 1500 and build with its URL (see .ci/extra)"
         ),
     }
 }
@@ -276,6 +291,72 @@ async fn transport_enforces_max_frame_size() {
 }
 
 /// Nothing listening: the failure arrives as an event, never as a panic or a hang.
+/// Replies to the transport's own keepalive heartbeats among `events`.
+fn keepalive_replies(events: &[TransportEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(e, TransportEvent::Text(s)
+                if s.contains(r#""phoenix","phx_reply""#) && s.contains(r#""keepalive-"#))
+        })
+        .count()
+}
+
+/// The hidden-tab keepalive: silent while the app polls, heartbeats on its own when it stops.
+#[wasm_bindgen_test]
+async fn transport_keepalive_speaks_only_while_nobody_polls() {
+    let mut t = Transport::connect(ConnectRequest {
+        keepalive: Some(Duration::from_millis(200)),
+        ..ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url()))
+    });
+    let opened = poll_events(&mut t, 1, 10, "open").await;
+    assert!(
+        matches!(opened[0], TransportEvent::Opened { .. }),
+        "{opened:?}"
+    );
+    // Polled every 20 ms for 1 s: nothing of its own goes out.
+    let mut seen = Vec::new();
+    let until = Instant::now() + Duration::from_millis(1_000);
+    while Instant::now() < until {
+        while let Some(ev) = t.poll() {
+            seen.push(ev);
+        }
+        yield_ms(20).await;
+    }
+    assert_eq!(keepalive_replies(&seen), 0, "{seen:?}");
+    // Nobody polls for 1.5 s, as when a hidden tab stops the app's frames.
+    yield_ms(1_500).await;
+    let mut got = Vec::new();
+    while let Some(ev) = t.poll() {
+        got.push(ev);
+    }
+    let n = keepalive_replies(&got);
+    assert!(
+        (3..=10).contains(&n),
+        "{n} keepalive replies in 1.5 s at one per 200 ms: {got:?}"
+    );
+}
+
+/// A frozen app (no `update()` for 4 s, as in a hidden tab) keeps its connection to a server that
+/// closes websockets after 1.5 s of silence, because the transport's keepalive speaks for it.
+#[wasm_bindgen_test]
+async fn plugin_keeps_its_connection_while_the_app_is_frozen() {
+    let mut app = app_on(idle_server_url(), |s| {
+        s.with_heartbeat(Duration::from_millis(500))
+    });
+    let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-frozen-"))).await;
+    yield_ms(4_000).await;
+    let h = push(
+        &mut app,
+        PushMessage::json(ch, "echo", &json!({"after": "freeze"})).unwrap(),
+    );
+    assert!(reply(&mut app, h).await.is_ok());
+    let l = log(&app);
+    assert!(l.disconnected.is_empty(), "{:?}", l.disconnected);
+    assert_eq!(l.connected, 1);
+    assert_eq!(l.joined.len(), 1, "no rejoin: {:?}", l.joined);
+}
+
 #[wasm_bindgen_test]
 async fn transport_connect_failure_is_an_event() {
     // Port 9 (discard) is closed on loopback, and on Chromium's unsafe-port list anyway.
@@ -366,7 +447,12 @@ fn app() -> App {
 
 /// [`app`] with more socket settings.
 fn app_with(f: impl FnOnce(SocketConfig) -> SocketConfig) -> App {
-    let config = PhoenixSocketConfig::new(server_url()).with(|s| {
+    app_on(server_url(), f)
+}
+
+/// [`app_with`] on another server.
+fn app_on(url: &str, f: impl FnOnce(SocketConfig) -> SocketConfig) -> App {
+    let config = PhoenixSocketConfig::new(url).with(|s| {
         f(s.with_jitter(0.0)
             .with_reconnect_backoff(Backoff::constant(Duration::from_millis(50))))
     });

@@ -472,6 +472,8 @@ fn apply_outputs(entity: Entity, sock: &mut PhoenixSocket, transports: &mut Phoe
                         max_frame_size: cfg.max_frame_size,
                         connect_timeout: cfg.connect_timeout,
                         tls: cfg.tls.clone(),
+                        // A hidden tab stops the frames, and so the core's heartbeats.
+                        keepalive: Some(cfg.socket.heartbeat_interval),
                     },
                     &transports.waker,
                 );

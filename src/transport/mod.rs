@@ -72,6 +72,12 @@ pub struct ConnectRequest {
     /// The field exists in every build so that struct literals compile whatever the features
     /// (a feature-gated field would break other crates' literals when some crate turns it on).
     pub tls: Option<TlsConfig>,
+    /// Web only: while nobody calls [`Transport::poll`] for this long (a hidden browser tab
+    /// stops a Bevy app's frames), a Web Worker timer makes the transport send a Phoenix
+    /// heartbeat itself every `keepalive`, so the server does not close the idle connection
+    /// (Phoenix does after 60 s without a message). `None`: no keepalive. Ignored natively,
+    /// where nothing stops the app's loop.
+    pub keepalive: Option<Duration>,
 }
 
 impl ConnectRequest {
@@ -92,6 +98,7 @@ impl Default for ConnectRequest {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls: None,
+            keepalive: None,
         }
     }
 }

@@ -13,6 +13,14 @@
 //! `Rc<RefCell<..>>` queue drained by `poll`; callbacks are unregistered and freed on close/drop.
 //! Browsers do not say why a connection failed, so a failure before `open` is always
 //! [`TransportError::Connect`] (never `Refused`; a refused upgrade is an error then close 1006).
+//!
+//! **Hidden tabs.** A hidden tab stops `requestAnimationFrame` and throttles timers to once a
+//! second, then once a minute, so a Bevy app stops polling and its heartbeats stop, and Phoenix
+//! drops the connection after 60 s of silence. With [`ConnectRequest::keepalive`], a tiny Web
+//! Worker ticks every `keepalive` (worker timers are not throttled, and its messages still reach
+//! a hidden page). On each tick, if nobody has called `poll` for that long, the transport sends
+//! a Phoenix heartbeat itself, with refs `keepalive-N`. Their replies wait in the queue like any
+//! frame, and the protocol core drops them as replies to nothing it sent.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -34,6 +42,10 @@ struct Shared {
     /// A terminal event was queued: ignore whatever follows.
     finished: bool,
     max_frame_size: usize,
+    /// When `poll` last ran (the keepalive stays quiet while the app polls).
+    last_poll: Instant,
+    /// Keepalive heartbeats sent.
+    keepalives: u64,
 }
 
 impl Shared {
@@ -52,9 +64,53 @@ struct Callbacks {
     _close: Closure<dyn FnMut(CloseEvent)>,
 }
 
+/// The keepalive worker; terminated (and its script URL revoked) on drop.
+struct Keepalive {
+    worker: web_sys::Worker,
+    url: String,
+    _tick: Closure<dyn FnMut(MessageEvent)>,
+}
+
+impl Drop for Keepalive {
+    fn drop(&mut self) {
+        self.worker.set_onmessage(None);
+        self.worker.terminate();
+        let _ = web_sys::Url::revoke_object_url(&self.url);
+    }
+}
+
+/// Starts a worker that posts a message every `every`; each one runs `tick` on this thread.
+fn start_keepalive(
+    every: std::time::Duration,
+    tick: Closure<dyn FnMut(MessageEvent)>,
+) -> Result<Keepalive, wasm_bindgen::JsValue> {
+    let ms = every.as_millis().clamp(50, i32::MAX as u128);
+    let code = format!("setInterval(function () {{ postMessage(0); }}, {ms});");
+    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(&code));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("application/javascript");
+    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob)?;
+    let worker = match web_sys::Worker::new(&url) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = web_sys::Url::revoke_object_url(&url);
+            return Err(e);
+        }
+    };
+    worker.set_onmessage(Some(tick.as_ref().unchecked_ref()));
+    Ok(Keepalive {
+        worker,
+        url,
+        _tick: tick,
+    })
+}
+
 pub(crate) struct Inner {
     socket: Option<WebSocket>,
     _callbacks: Option<Callbacks>,
+    /// Dropped (worker terminated) on shutdown.
+    keepalive: Option<Keepalive>,
     shared: Rc<RefCell<Shared>>,
     /// Frames sent before `open` (the browser rejects sends while CONNECTING).
     pending: VecDeque<Transmit>,
@@ -87,10 +143,13 @@ impl Inner {
             opened: false,
             finished: false,
             max_frame_size: req.max_frame_size,
+            last_poll: Instant::now(),
+            keepalives: 0,
         }));
         let mut inner = Self {
             socket: None,
             _callbacks: None,
+            keepalive: None,
             shared: shared.clone(),
             pending: VecDeque::new(),
             deadline: Instant::now() + req.connect_timeout,
@@ -202,6 +261,33 @@ impl Inner {
         socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         socket.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        if let Some(every) = req.keepalive {
+            let tick = {
+                let shared = shared.clone();
+                let socket = socket.clone();
+                Closure::<dyn FnMut(MessageEvent)>::new(move |_e: MessageEvent| {
+                    let mut s = shared.borrow_mut();
+                    if s.finished || socket.ready_state() != OPEN || s.last_poll.elapsed() < every {
+                        return;
+                    }
+                    s.keepalives += 1;
+                    let frame = format!(
+                        r#"[null,"keepalive-{}","phoenix","heartbeat",{{}}]"#,
+                        s.keepalives
+                    );
+                    // A failure here shows up as the socket's close.
+                    let _ = socket.send_with_str(&frame);
+                })
+            };
+            match start_keepalive(every, tick) {
+                Ok(k) => inner.keepalive = Some(k),
+                Err(e) => bevy::log::warn!(
+                    "phoenix: no hidden-tab keepalive (cannot start a Web Worker: {}); the \
+                     connection may drop while the tab is hidden",
+                    js_error_text(&e)
+                ),
+            }
+        }
         inner.socket = Some(socket);
         inner._callbacks = Some(Callbacks {
             _open: on_open,
@@ -216,7 +302,11 @@ impl Inner {
         if self.done {
             return None;
         }
-        let event = self.shared.borrow_mut().events.pop_front();
+        let event = {
+            let mut s = self.shared.borrow_mut();
+            s.last_poll = Instant::now();
+            s.events.pop_front()
+        };
         let Some(event) = event else {
             if !self.open_delivered
                 && !self.shared.borrow().opened
@@ -317,6 +407,7 @@ impl Inner {
     /// Unregisters the callbacks and closes the socket (code 1000) if it is still live.
     fn shutdown(&mut self) {
         self.done = true;
+        self.keepalive = None;
         if let Some(socket) = self.socket.take() {
             socket.set_onopen(None);
             socket.set_onmessage(None);
