@@ -291,6 +291,23 @@ async fn transport_enforces_max_frame_size() {
 }
 
 /// Nothing listening: the failure arrives as an event, never as a panic or a hang.
+/// A subprotocol the browser refuses (an auth token whose base64 has a '/': "???" is "Pz8/")
+/// fails the connect with an error that says so, instead of the browser's bare SyntaxError.
+#[wasm_bindgen_test]
+async fn transport_names_the_auth_token_a_browser_cannot_send() {
+    let mut t = Transport::connect(ConnectRequest {
+        subprotocols: vec!["phoenix".into(), "base64url.bearer.phx.Pz8/".into()],
+        ..ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url()))
+    });
+    let evs = poll_events(&mut t, 1, 10, "the connect failure").await;
+    match &evs[0] {
+        TransportEvent::Failed(TransportError::Connect(msg)) => {
+            assert!(msg.contains("cannot be sent from a browser"), "{msg}")
+        }
+        other => panic!("expected a connect failure, got {other:?}"),
+    }
+}
+
 /// Replies to the transport's own keepalive heartbeats among `events`.
 fn keepalive_replies(events: &[TransportEvent]) -> usize {
     events

@@ -169,10 +169,22 @@ impl Inner {
         let socket = match socket {
             Ok(socket) => socket,
             Err(e) => {
+                // Browsers refuse subprotocols with characters outside RFC 7230 tokens; a
+                // Phoenix auth token whose standard base64 has a '/' is the usual cause.
+                let hint = if req
+                    .subprotocols
+                    .iter()
+                    .any(|p| p.contains(['/', '=', ',', ' ']))
+                {
+                    " (a subprotocol has a character browsers refuse: an auth token whose \
+                     base64 contains '/' cannot be sent from a browser, with phoenix.js either)"
+                } else {
+                    ""
+                };
                 shared
                     .borrow_mut()
                     .finish(TransportEvent::Failed(TransportError::Connect(format!(
-                        "cannot open {:?}: {}",
+                        "cannot open {:?}: {}{hint}",
                         req.url,
                         js_error_text(&e)
                     ))));
