@@ -47,6 +47,8 @@ pub(crate) fn wait<'a>(
     waker: Option<&Waker>,
     timeout: Duration,
 ) -> io::Result<bool> {
+    // One small allocation per wait that gets this far: the thread is about to block anyway,
+    // and `PollFd` borrows the sockets, so the list cannot outlive this call.
     let mut fds = Vec::new();
     if let Some(w) = waker {
         fds.push(PollFd::new(&w.sock, PollFlags::IN));
