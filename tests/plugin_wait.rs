@@ -281,3 +281,42 @@ fn without_the_resource_frames_do_not_sleep() {
     }
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn a_send_buffer_that_drains_wakes_the_loop() {
+    let server = Server::start();
+    let Some(local) = server.faulty("a_send_buffer_that_drains_wakes_the_loop") else {
+        return;
+    };
+    let (mut app, channel) = joined_app(&server, config(&server.url), LONG);
+    let faults = local.faults();
+    // The server stops reading: 300 pushes of 60 KB (18 MB) fill both kernel buffers, so the
+    // frame's flush would block and the rest waits in the transport.
+    faults.stop_reading(true);
+    for _ in 0..300 {
+        push(
+            &mut app,
+            PushMessage::binary(channel, "noreply", vec![7u8; 60_000]).fire_and_forget(),
+        );
+    }
+    let h = push(
+        &mut app,
+        PushMessage::json(channel, "echo", &json!({"after": "the backlog"})).unwrap(),
+    );
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            faults.stop_reading(false);
+        });
+        // Only writability can end these waits: the echo's reply needs the whole backlog sent
+        // first, and max_wait is 20 s.
+        frames_until(&mut app, 15, "the echo after the backlog", |s| {
+            reply_at(s, h).is_some()
+        });
+    });
+    let waited = reply_at(app.world().resource::<Seen>(), h).unwrap() - t0;
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    let r = log(&app).replies.iter().find(|r| r.handle == h).unwrap();
+    assert!(matches!(r.outcome, PushOutcome::Ok(_)), "{:?}", r.outcome);
+}
