@@ -745,6 +745,31 @@ async fn plugin_reconnects_and_rejoins_after_a_server_disconnect() {
     assert!(reply(&mut app, h).await.is_ok());
 }
 
+/// `pagehide` (as when the user navigates away) closes the socket cleanly, as phoenix.js does;
+/// when frames run again the plugin reconnects and rejoins.
+#[wasm_bindgen_test]
+async fn plugin_closes_cleanly_on_pagehide_and_reconnects_after() {
+    let mut app = app();
+    let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-pagehide-"))).await;
+    let window = web_sys::window().unwrap();
+    window
+        .dispatch_event(&web_sys::Event::new("pagehide").unwrap())
+        .unwrap();
+    pump_until(&mut app, 10, "clean close, reconnect and rejoin", |w| {
+        let l = w.resource::<Log>();
+        !l.disconnected.is_empty() && l.connected == 2 && l.joined.iter().any(|j| j.rejoin)
+    })
+    .await;
+    // A clean close: 1000 (the browser reports the code the server echoed, not our reason).
+    let reason = format!("{:?}", log(&app).disconnected[0].reason);
+    assert!(reason.contains("code: Some(1000)"), "{reason}");
+    let h = push(
+        &mut app,
+        PushMessage::json(ch, "echo", &json!({"after": "pagehide"})).unwrap(),
+    );
+    assert!(reply(&mut app, h).await.is_ok());
+}
+
 /// The Phoenix 1.8 auth token (a `Sec-WebSocket-Protocol` entry, the only way a browser can send
 /// it) reaches the server's `connect/3` and the channel.
 #[wasm_bindgen_test]

@@ -21,6 +21,12 @@
 //! a hidden page). On each tick, if nobody has called `poll` for that long, the transport sends
 //! a Phoenix heartbeat itself, with refs `keepalive-N`. Their replies wait in the queue like any
 //! frame, and the protocol core drops them as replies to nothing it sent.
+//!
+//! **Leaving the page.** On `pagehide`, as phoenix.js does, the transport closes its socket
+//! cleanly (1000, "page hidden"): the server sees a clean close instead of a dropped connection,
+//! and a page with no open socket can enter the back/forward cache. The close is reported like
+//! any other, so when the page is shown again and frames resume, the socket reconnects and
+//! rejoins.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -62,6 +68,21 @@ struct Callbacks {
     _message: Closure<dyn FnMut(MessageEvent)>,
     _error: Closure<dyn FnMut(Event)>,
     _close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+/// The `pagehide` listener on `window`; removed on drop.
+struct PageHide {
+    window: web_sys::Window,
+    callback: Closure<dyn FnMut(Event)>,
+}
+
+impl Drop for PageHide {
+    fn drop(&mut self) {
+        let _ = self.window.remove_event_listener_with_callback(
+            "pagehide",
+            self.callback.as_ref().unchecked_ref(),
+        );
+    }
 }
 
 /// The keepalive worker; terminated (and its script URL revoked) on drop.
@@ -111,6 +132,8 @@ pub(crate) struct Inner {
     _callbacks: Option<Callbacks>,
     /// Dropped (worker terminated) on shutdown.
     keepalive: Option<Keepalive>,
+    /// Dropped (listener removed) on shutdown.
+    pagehide: Option<PageHide>,
     shared: Rc<RefCell<Shared>>,
     /// Frames sent before `open` (the browser rejects sends while CONNECTING).
     pending: VecDeque<Transmit>,
@@ -150,6 +173,7 @@ impl Inner {
             socket: None,
             _callbacks: None,
             keepalive: None,
+            pagehide: None,
             shared: shared.clone(),
             pending: VecDeque::new(),
             deadline: Instant::now() + req.connect_timeout,
@@ -300,6 +324,22 @@ impl Inner {
                 ),
             }
         }
+        if let Some(window) = web_sys::window() {
+            let socket = socket.clone();
+            let callback = Closure::<dyn FnMut(Event)>::new(move |_e: Event| {
+                let state = socket.ready_state();
+                if state == CONNECTING || state == OPEN {
+                    // The `close` event that follows reports it (code 1000).
+                    let _ = socket.close_with_code_and_reason(1000, "page hidden");
+                }
+            });
+            if window
+                .add_event_listener_with_callback("pagehide", callback.as_ref().unchecked_ref())
+                .is_ok()
+            {
+                inner.pagehide = Some(PageHide { window, callback });
+            }
+        }
         inner.socket = Some(socket);
         inner._callbacks = Some(Callbacks {
             _open: on_open,
@@ -420,6 +460,7 @@ impl Inner {
     fn shutdown(&mut self) {
         self.done = true;
         self.keepalive = None;
+        self.pagehide = None;
         if let Some(socket) = self.socket.take() {
             socket.set_onopen(None);
             socket.set_onmessage(None);
