@@ -148,14 +148,7 @@ fn main() {
     let n: u64 = if full { 100_000 } else { 1_000 };
     let server = ServerProcess::spawn();
     let with_js = support::js_available();
-    let mut results: Vec<(&str, Vec<Sample>)> = vec![
-        ("raw tungstenite", vec![]),
-        ("plugin", vec![]),
-        ("phoenix.js", vec![]),
-        ("plugin, single-threaded executor", vec![]),
-        ("plugin + WaitForNetwork", vec![]),
-        ("plugin + WaitForNetwork, single-threaded executor", vec![]),
-    ];
+    let mut results: Vec<(&str, Vec<Sample>)> = support::empty_rows();
     for run in 0..support::runs() {
         if support::enabled("raw") {
             let r = raw(&server, n);
@@ -163,16 +156,7 @@ fn main() {
             results[0].1.push(r);
         }
         if support::enabled("plugin") {
-            for (i, single, wait) in [
-                (1, false, false),
-                (3, true, false),
-                (4, false, true),
-                (5, true, true),
-            ] {
-                // BPC_E2E_ROWS=1,5: only those plugin rows (for profiling one of them).
-                if !support::row_enabled(i) {
-                    continue;
-                }
+            for (i, single, wait) in support::plugin_rows() {
                 let p = plugin(&server, n, single, wait);
                 eprintln!("run {run}: {} {p:?}", results[i].0);
                 results[i].1.push(p);

@@ -221,23 +221,15 @@ fn main() {
     let n: usize = if full { 5_000 } else { 100 };
     let server = ServerProcess::spawn();
     let with_js = support::js_available();
-    let mut results: Vec<(&str, Vec<Sample>)> = vec![
-        ("raw tungstenite", vec![]),
-        ("plugin", vec![]),
-        ("phoenix.js", vec![]),
-        ("plugin, single-threaded executor", vec![]),
-        ("plugin + WaitForNetwork", vec![]),
-        ("plugin + WaitForNetwork, single-threaded executor", vec![]),
-    ];
+    let mut results: Vec<(&str, Vec<Sample>)> = support::empty_rows();
     for run in 0..support::runs() {
         if support::enabled("raw") {
             results[0].1.push(raw(&server, n));
         }
         if support::enabled("plugin") {
-            results[1].1.push(plugin(&server, n, false, false));
-            results[3].1.push(plugin(&server, n, true, false));
-            results[4].1.push(plugin(&server, n, false, true));
-            results[5].1.push(plugin(&server, n, true, true));
+            for (i, single, wait) in support::plugin_rows() {
+                results[i].1.push(plugin(&server, n, single, wait));
+            }
         }
         if with_js && support::enabled("js") {
             results[2].1.push(js(&server, n));
@@ -288,7 +280,7 @@ fn main() {
             med(v, &cpu)
         );
     }
-    for i in [1, 3, 4, 5] {
+    for (i, ..) in support::plugin_rows() {
         let frames = med(&results[i].1, &|s: &Sample| s.frames as f64 / n as f64);
         println!(
             "\n{}: median {frames:.2} app.update() calls per round trip (uncapped loop)",

@@ -113,8 +113,7 @@ fn reply_at(seen: &Seen, h: PushHandle) -> Option<Instant> {
 }
 
 /// A joined echo channel on an app that waits up to `max_wait` per frame.
-fn joined_app(server: &Server, config: PhoenixSocketConfig, max_wait: Duration) -> (App, Entity) {
-    let _ = server;
+fn joined_app(config: PhoenixSocketConfig, max_wait: Duration) -> (App, Entity) {
     let mut app = waiting_app(config, max_wait);
     let channel = join(&mut app, PhoenixChannel::new(unique("echo:wait-")));
     frames_until(&mut app, 15, "joined", |s| s.joined.is_some());
@@ -147,7 +146,7 @@ fn connecting_and_joining_wake_the_loop_instead_of_spinning() {
 fn an_idle_frame_sleeps_for_max_wait() {
     let server = Server::start();
     let max_wait = Duration::from_millis(150);
-    let (mut app, _) = joined_app(&server, config(&server.url), max_wait);
+    let (mut app, _) = joined_app(config(&server.url), max_wait);
     let t0 = Instant::now();
     for _ in 0..4 {
         app.update();
@@ -165,7 +164,7 @@ fn an_idle_frame_sleeps_for_max_wait() {
 #[test]
 fn a_reply_wakes_the_loop() {
     let server = Server::start();
-    let (mut app, channel) = joined_app(&server, config(&server.url), LONG);
+    let (mut app, channel) = joined_app(config(&server.url), LONG);
     // The server answers after 300 ms: the loop sleeps meanwhile and wakes for the reply.
     let t0 = Instant::now();
     let h = push(
@@ -213,7 +212,7 @@ fn the_heartbeat_timer_wakes_the_loop() {
 #[test]
 fn the_apps_waker_ends_a_wait_from_another_thread() {
     let server = Server::start();
-    let (mut app, _) = joined_app(&server, config(&server.url), LONG);
+    let (mut app, _) = joined_app(config(&server.url), LONG);
     let waker = app.world().resource::<WaitForNetwork>().waker();
     assert!(waker.is_active());
     let t = std::thread::spawn(move || {
@@ -241,7 +240,7 @@ fn the_apps_waker_ends_a_wait_from_another_thread() {
 fn a_burst_bigger_than_the_read_budget_does_not_sleep_between_frames() {
     let server = Server::start();
     let cfg = config(&server.url).with_max_frames_per_update(5);
-    let (mut app, channel) = joined_app(&server, cfg, LONG);
+    let (mut app, channel) = joined_app(cfg, LONG);
     // The app wakes its wait only once, when the last tick arrives: until then, the frames
     // that end with unread ticks must not sleep.
     app.world_mut().resource_mut::<Seen>().quiet_until_ticks = Some(2_000);
@@ -288,7 +287,7 @@ fn a_send_buffer_that_drains_wakes_the_loop() {
     let Some(local) = server.faulty("a_send_buffer_that_drains_wakes_the_loop") else {
         return;
     };
-    let (mut app, channel) = joined_app(&server, config(&server.url), LONG);
+    let (mut app, channel) = joined_app(config(&server.url), LONG);
     let faults = local.faults();
     // The server stops reading: 300 pushes of 60 KB (18 MB) fill both kernel buffers, so the
     // frame's flush would block and the rest waits in the transport.

@@ -289,12 +289,35 @@ pub fn join(app: &mut App, topic: &str) -> Entity {
     e
 }
 
-/// Whether result row `i` should run: all of them unless `BPC_E2E_ROWS` lists some (`1,5`).
-pub fn row_enabled(i: usize) -> bool {
-    match std::env::var("BPC_E2E_ROWS") {
-        Ok(rows) if !rows.is_empty() => rows.split(',').any(|r| r.trim() == i.to_string()),
-        _ => true,
-    }
+/// The result rows of `e2e_burst` and `e2e_rtt`, in print order.
+pub const ROWS: [&str; 6] = [
+    "raw tungstenite",
+    "plugin",
+    "phoenix.js",
+    "plugin, single-threaded executor",
+    "plugin + WaitForNetwork",
+    "plugin + WaitForNetwork, single-threaded executor",
+];
+
+/// The plugin rows of [`ROWS`] this run measures, as (row, single-threaded executor,
+/// WaitForNetwork): all four, unless `BPC_E2E_ROWS` lists some (`1,5`, for profiling one).
+pub fn plugin_rows() -> impl Iterator<Item = (usize, bool, bool)> {
+    let wanted = std::env::var("BPC_E2E_ROWS").unwrap_or_default();
+    [
+        (1, false, false),
+        (3, true, false),
+        (4, false, true),
+        (5, true, true),
+    ]
+    .into_iter()
+    .filter(move |(i, ..)| {
+        wanted.is_empty() || wanted.split(',').any(|r| r.trim() == i.to_string())
+    })
+}
+
+/// Empty result lists for [`ROWS`].
+pub fn empty_rows<S>() -> Vec<(&'static str, Vec<S>)> {
+    ROWS.iter().map(|name| (*name, Vec::new())).collect()
 }
 
 /// Lets the app sleep at the end of a frame until the socket has data ([`WaitForNetwork`]).
