@@ -209,6 +209,11 @@ pub struct TransportStats {
     pub messages_in: u64,
     /// Text and binary messages sent (accepted by `send`).
     pub messages_out: u64,
+    /// Web only: heartbeats the hidden-tab keepalive sent ([`ConnectRequest::keepalive`]).
+    pub keepalives_sent: u64,
+    /// Web only: the server's replies to them. The transport consumes these; `poll` never
+    /// returns them, and they are not counted in `messages_in`.
+    pub keepalive_replies: u64,
 }
 
 /// One WebSocket connection, driven by the caller without blocking.

@@ -19,8 +19,8 @@
 //! drops the connection after 60 s of silence. With [`ConnectRequest::keepalive`], a tiny Web
 //! Worker ticks every `keepalive` (worker timers are not throttled, and its messages still reach
 //! a hidden page). On each tick, if nobody has called `poll` for that long, the transport sends
-//! a Phoenix heartbeat itself, with refs `keepalive-N`. Their replies wait in the queue like any
-//! frame, and the protocol core drops them as replies to nothing it sent.
+//! a Phoenix heartbeat itself, with refs `keepalive-N`. The transport consumes the replies (they
+//! start with [`KEEPALIVE_REPLY`]), so the protocol core never sees a frame it did not ask for.
 //!
 //! **Leaving the page.** On `pagehide`, as phoenix.js does, the transport closes its socket
 //! cleanly (1000, "page hidden"): the server sees a clean close instead of a dropped connection,
@@ -52,6 +52,8 @@ struct Shared {
     last_poll: Instant,
     /// Keepalive heartbeats sent.
     keepalives: u64,
+    /// Replies to them, consumed here.
+    keepalive_replies: u64,
 }
 
 impl Shared {
@@ -69,6 +71,10 @@ struct Callbacks {
     _error: Closure<dyn FnMut(Event)>,
     _close: Closure<dyn FnMut(CloseEvent)>,
 }
+
+/// How the server's replies to keepalive heartbeats begin (Phoenix echoes the ref, with a null
+/// join_ref); no frame of the core's own starts like this, its refs are numbers.
+const KEEPALIVE_REPLY: &str = r#"[null,"keepalive-"#;
 
 /// The `pagehide` listener on `window`; removed on drop.
 struct PageHide {
@@ -168,6 +174,7 @@ impl Inner {
             max_frame_size: req.max_frame_size,
             last_poll: Instant::now(),
             keepalives: 0,
+            keepalive_replies: 0,
         }));
         let mut inner = Self {
             socket: None,
@@ -242,6 +249,10 @@ impl Inner {
                 let max = s.max_frame_size;
                 let data = e.data();
                 let event = if let Some(text) = data.as_string() {
+                    if text.starts_with(KEEPALIVE_REPLY) {
+                        s.keepalive_replies += 1;
+                        return;
+                    }
                     if text.len() > max {
                         Err(text.len())
                     } else {
@@ -307,6 +318,7 @@ impl Inner {
                         return;
                     }
                     s.keepalives += 1;
+                    // The reply is `[null,"keepalive-N","phoenix","phx_reply",…]`.
                     let frame = format!(
                         r#"[null,"keepalive-{}","phoenix","heartbeat",{{}}]"#,
                         s.keepalives
@@ -478,7 +490,12 @@ impl Inner {
     }
 
     pub(crate) fn stats(&self) -> TransportStats {
-        self.stats
+        let s = self.shared.borrow();
+        TransportStats {
+            keepalives_sent: s.keepalives,
+            keepalive_replies: s.keepalive_replies,
+            ..self.stats
+        }
     }
 }
 
