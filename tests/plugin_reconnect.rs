@@ -456,3 +456,47 @@ fn every_push_gets_exactly_one_outcome_across_a_disconnect() {
         0
     );
 }
+
+/// Changing `PhoenixChannel::payload` on a joined channel sets what its rejoin sends: after a
+/// dropped connection the room sees the new `user_id` in presence, not the old one.
+#[test]
+fn edited_join_payload_is_sent_with_the_rejoin() {
+    let server = Server::start();
+    let Some(local) = server.faulty("edited_join_payload") else {
+        return;
+    };
+    let mut app = app(config(&server.url));
+    let topic = unique("room:edit-");
+    let room = join(
+        &mut app,
+        PhoenixChannel::new(&topic).with_payload(&json!({"user_id": "before"})),
+    );
+    wait_joined(&mut app, room);
+    pump_until(&mut app, 10, "tracked as before", |_| {
+        local.presence_list(&topic).get("before").is_some()
+    });
+
+    app.world_mut()
+        .get_mut::<PhoenixChannel>(room)
+        .unwrap()
+        .payload = OutPayload::json(&json!({"user_id": "after"})).unwrap();
+    let join_ref = join_ref_of(&app, room);
+    pump_for(&mut app, 100);
+    // Nothing is sent for the edit itself: the channel stays as it is until it rejoins.
+    assert_eq!(join_ref_of(&app, room), join_ref);
+    assert!(local.presence_list(&topic).get("before").is_some());
+
+    local.faults().drop_all_connections(false);
+    pump_until(&mut app, 15, "rejoined as after", |w| {
+        w.resource::<Log>()
+            .joined
+            .iter()
+            .any(|j| j.entity == room && j.rejoin)
+            && local.presence_list(&topic).get("after").is_some()
+    });
+    assert!(
+        local.presence_list(&topic).get("before").is_none(),
+        "{:?}",
+        local.presence_list(&topic)
+    );
+}

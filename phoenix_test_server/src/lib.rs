@@ -28,6 +28,23 @@
 //! # drop(server);
 //! ```
 //!
+//! For a game's embedded server, [`ServerBuilder::bind`] listens on another address (`0.0.0.0`
+//! for the local network; [`TestServer::url`] still names `127.0.0.1`) and
+//! [`ServerBuilder::static_dir`] serves a directory over plain HTTP like Phoenix's `Plug.Static`
+//! (`/` is its `index.html`, `.wasm` is `application/wasm`), next to the websocket endpoint:
+//!
+//! ```no_run
+//! use std::net::Ipv4Addr;
+//! let server = phoenix_test_server::TestServer::builder()
+//!     .bind(Ipv4Addr::UNSPECIFIED.into())
+//!     .port(4000)
+//!     .static_dir("dist")
+//!     .start()?;
+//! // http://<this machine>:4000/ serves dist/index.html; the game connects to ws://...:4000/socket.
+//! # drop(server);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! Threads: one listener, one timer, and per connection a reader (the "socket process": it
 //! decodes frames and runs channel callbacks in order) and a writer (buffered, flushed when its
 //! queue is empty). Everything stops when the [`TestServer`] is dropped.
@@ -39,6 +56,7 @@ mod http;
 mod pubsub;
 mod serializer;
 mod server;
+mod static_files;
 mod timer;
 mod ws;
 

@@ -13,7 +13,9 @@ USAGE:
     phoenix_test_server [OPTIONS]
 
 OPTIONS:
-    --port <PORT>               TCP port on 127.0.0.1 (default 4000; 0 = any free port)
+    --port <PORT>               TCP port (default 4000; 0 = any free port)
+    --bind <IP>                 address to listen on (default 127.0.0.1; 0.0.0.0 = all IPv4)
+    --static-dir <DIR>          serve the files of DIR over plain HTTP (`/` = DIR/index.html)
     --idle-timeout-ms <MS>      close a websocket with 1002 after MS without input (default 60000)
     --send-timeout-ms <MS>      drop a connection whose send blocks MS (default 30000)
     --auth-token                behave like a Phoenix 1.8 `auth_token: true` socket
@@ -21,8 +23,8 @@ OPTIONS:
     --phoenix-version <V>       1.7 (default) or 1.8 wire differences
     -h, --help                  print this help
 
-Prints `ws://127.0.0.1:PORT/socket` on stdout when ready; clients connect to
-`ws://127.0.0.1:PORT/socket/websocket?vsn=2.0.0`.";
+Prints `ws://127.0.0.1:PORT/socket` on stdout when ready (127.0.0.1 also when bound to
+0.0.0.0); clients connect to `ws://HOST:PORT/socket/websocket?vsn=2.0.0`.";
 
 fn parse() -> Result<Option<phoenix_test_server::ServerBuilder>, String> {
     let mut b = TestServer::builder().port(4000);
@@ -42,6 +44,14 @@ fn parse() -> Result<Option<phoenix_test_server::ServerBuilder>, String> {
                         .map_err(|_| "--port: too large".to_string())?,
                 );
             }
+            "--bind" => {
+                let v = value("--bind")?;
+                b = b.bind(
+                    v.parse()
+                        .map_err(|_| format!("--bind: not an IP address: {v}"))?,
+                );
+            }
+            "--static-dir" => b = b.static_dir(value("--static-dir")?),
             "--idle-timeout-ms" => {
                 let v = value("--idle-timeout-ms")?;
                 b = b.idle_timeout(Duration::from_millis(number("--idle-timeout-ms", v)?));

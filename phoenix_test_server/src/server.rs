@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::thread::{self, JoinHandle};
@@ -18,6 +19,7 @@ use crate::conn::{self, Accepted, Conn};
 use crate::http::{self, Request, Response};
 use crate::pubsub::{Presence, PubSub};
 use crate::serializer::Payload;
+use crate::static_files::{self, Lookup, StaticFile};
 use crate::timer::Timers;
 
 /// Locks a mutex, ignoring poisoning (a panicking test must not wedge the server).
@@ -79,6 +81,8 @@ pub(crate) struct Config {
     pub auth_token: bool,
     pub max_channels: usize,
     pub version: PhoenixVersion,
+    /// Canonical directory served over plain HTTP (set by `start` from the builder's path).
+    static_dir: Option<PathBuf>,
     connect_check: Option<ConnectCheck>,
     routes: Vec<(String, Factory)>,
 }
@@ -202,7 +206,9 @@ pub fn default_connect_check(params: &BTreeMap<String, String>, auth_token: Opti
 
 /// Configures and starts a [`TestServer`].
 pub struct ServerBuilder {
+    ip: IpAddr,
     port: u16,
+    static_dir: Option<PathBuf>,
     config: Config,
     builtins: bool,
 }
@@ -210,13 +216,16 @@ pub struct ServerBuilder {
 impl Default for ServerBuilder {
     fn default() -> Self {
         ServerBuilder {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
+            static_dir: None,
             config: Config {
                 idle_timeout: Duration::from_secs(60),
                 send_timeout: Duration::from_secs(30),
                 auth_token: false,
                 max_channels: 100,
                 version: PhoenixVersion::V1_7,
+                static_dir: None,
                 connect_check: None,
                 routes: Vec::new(),
             },
@@ -226,9 +235,50 @@ impl Default for ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// TCP port on 127.0.0.1 (default 0: any free port).
+    /// TCP port to listen on, on the [`bind`](Self::bind) address (default 0: any free port).
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
+        self
+    }
+
+    /// The IP address to listen on (default `127.0.0.1`: this machine only). Use
+    /// `Ipv4Addr::UNSPECIFIED.into()` (`0.0.0.0`) to accept clients from the local network, e.g.
+    /// for a game's embedded server, or `Ipv6Addr::UNSPECIFIED.into()` (`::`) for IPv6.
+    /// [`TestServer::url`] stays usable from this machine: for an unspecified address it names
+    /// `127.0.0.1` / `[::1]`.
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// let server = phoenix_test_server::TestServer::builder()
+    ///     .bind(Ipv4Addr::UNSPECIFIED.into())
+    ///     .start()
+    ///     .unwrap();
+    /// assert!(server.addr().ip().is_unspecified());
+    /// assert!(server.url().starts_with("ws://127.0.0.1:"));
+    /// ```
+    pub fn bind(mut self, ip: IpAddr) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    /// Serves the files of `dir` over plain HTTP, like a Phoenix app's `Plug.Static`: a `GET` or
+    /// `HEAD` for any path other than the websocket endpoint (`/socket/websocket`, which is never
+    /// shadowed) answers the file at that path under `dir`, percent-decoded, with a
+    /// `Content-Type` from its extension (`.html`, `.js`/`.mjs`, `.wasm` as `application/wasm`
+    /// for `WebAssembly.instantiateStreaming`, `.css`, images, fonts, `.json`, `.txt`, ...;
+    /// `application/octet-stream` otherwise), `Content-Length`, `Cache-Control: no-cache` and
+    /// `Connection: close`. The body is streamed from the file, so multi-megabyte wasm builds are
+    /// fine. `/` and other directories answer their `index.html`.
+    ///
+    /// A path with a `.` or `..` segment, or a segment holding `\`, `:`, NUL or an encoded `/`,
+    /// is refused with 400; nothing outside `dir` is ever served (symlinks are resolved and
+    /// checked too). A path with no file behind it gets the usual answer: 404, or `200 ok` for
+    /// `/` without an `index.html`.
+    ///
+    /// `dir` is resolved (made absolute) by [`start`](Self::start), which fails if it is not
+    /// an existing directory. Without this option no file is ever served.
+    pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.static_dir = Some(dir.into());
         self
     }
 
@@ -295,12 +345,26 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds 127.0.0.1:port and starts serving.
+    /// Binds the [`bind`](Self::bind) address (default 127.0.0.1) and [`port`](Self::port) and
+    /// starts serving. Fails if the port cannot be bound or the
+    /// [`static_dir`](Self::static_dir) is not a directory.
     pub fn start(mut self) -> io::Result<TestServer> {
+        if let Some(dir) = &self.static_dir {
+            let root = dir.canonicalize().map_err(|e| {
+                io::Error::new(e.kind(), format!("static_dir {}: {e}", dir.display()))
+            })?;
+            if !root.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("static_dir {} is not a directory", dir.display()),
+                ));
+            }
+            self.config.static_dir = Some(root);
+        }
         if self.builtins {
             builtin::register(&mut self.config.routes);
         }
-        let listener = TcpListener::bind(("127.0.0.1", self.port))?;
+        let listener = TcpListener::bind((self.ip, self.port))?;
         let addr = listener.local_addr()?;
         let fault_state = Arc::new(FaultState::new());
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
@@ -356,6 +420,17 @@ impl ServerBuilder {
     }
 }
 
+/// The address a client on this machine connects to: `addr`, with an unspecified IP (`0.0.0.0` /
+/// `::`) replaced by loopback.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
 /// Starts a server with the default configuration on a free port of 127.0.0.1.
 pub fn start() -> io::Result<TestServer> {
     ServerBuilder::default().start()
@@ -383,14 +458,17 @@ impl TestServer {
         ServerBuilder::default()
     }
 
-    /// The listening address (127.0.0.1:port).
+    /// The listening address as bound (`127.0.0.1:PORT` by default; `0.0.0.0:PORT` after
+    /// [`bind`](ServerBuilder::bind)`(0.0.0.0)`).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The socket endpoint, `ws://127.0.0.1:PORT/socket`; clients append `/websocket?vsn=2.0.0`.
+    /// It names the bound address, except that an unspecified one (`0.0.0.0` / `::`) is replaced
+    /// by loopback (`127.0.0.1` / `[::1]`), so a client on this machine can always use it.
     pub fn url(&self) -> String {
-        format!("ws://{}/socket", self.addr)
+        format!("ws://{}/socket", connectable(self.addr))
     }
 
     /// The fault injection switches.
@@ -465,7 +543,7 @@ impl Drop for TestServer {
             ctl.listening
         };
         if listening {
-            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500));
+            let _ = TcpStream::connect_timeout(&connectable(self.addr), Duration::from_millis(500));
         }
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
@@ -607,7 +685,7 @@ impl Faults {
             let closed_gen = ctl.closed_gen;
             drop(ctl);
             // Wake the blocking accept(); the acceptor sees the refusal and closes the listener.
-            let _ = TcpStream::connect_timeout(&shared.addr, Duration::from_secs(1));
+            let _ = TcpStream::connect_timeout(&connectable(shared.addr), Duration::from_secs(1));
             let ctl = lock(&shared.accept);
             let _ = shared
                 .accept_cv
@@ -774,6 +852,11 @@ fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream) {
 
 enum Decision {
     Respond(Response),
+    /// A static file (`head_only` for `HEAD`).
+    File {
+        file: StaticFile,
+        head_only: bool,
+    },
     Upgrade {
         key: String,
         subprotocol: Option<&'static str>,
@@ -791,11 +874,13 @@ fn handle_connection(shared: &Arc<Shared>, id: u64, mut stream: TcpStream) {
     match decide(shared, &req) {
         Decision::Respond(resp) => {
             if resp.write_to(&mut stream).is_ok() {
-                // Let the client read the response before the socket goes away.
-                let _ = stream.shutdown(Shutdown::Write);
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-                let mut sink = [0u8; 1024];
-                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                linger_close(&mut stream);
+            }
+        }
+        Decision::File { file, head_only } => {
+            let _ = stream.set_write_timeout(Some(shared.config.send_timeout));
+            if static_files::write_file(&mut stream, file, head_only).is_ok() {
+                linger_close(&mut stream);
             }
         }
         Decision::Upgrade {
@@ -809,13 +894,44 @@ fn handle_connection(shared: &Arc<Shared>, id: u64, mut stream: TcpStream) {
     }
 }
 
+/// Lets the client read the response before the socket goes away.
+fn linger_close(stream: &mut TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 1024];
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+}
+
 fn decide(shared: &Arc<Shared>, req: &Request) -> Decision {
     let text = Some("text/plain; charset=utf-8");
-    if req.path == "/" {
-        return Decision::Respond(Response::new(200, text, b"ok"));
-    }
     if req.path != "/socket/websocket" {
-        return Decision::Respond(Response::new(404, text, b"not found"));
+        let is_head = req.method == "HEAD";
+        let mut invalid = false;
+        if let Some(root) = &shared.config.static_dir
+            && (is_head || req.method == "GET")
+        {
+            match static_files::lookup(root, &req.path) {
+                Lookup::Found(file) => {
+                    return Decision::File {
+                        file,
+                        head_only: is_head,
+                    };
+                }
+                Lookup::Invalid => invalid = true,
+                Lookup::Miss => {}
+            }
+        }
+        let mut r = if invalid {
+            Response::new(400, text, b"bad request")
+        } else if req.path == "/" {
+            Response::new(200, text, b"ok")
+        } else {
+            Response::new(404, text, b"not found")
+        };
+        if is_head && shared.config.static_dir.is_some() {
+            r.body.clear(); // content-length stays that of the GET answer
+        }
+        return Decision::Respond(r);
     }
     let config = &shared.config;
     let params = http::decode_query(&req.query);

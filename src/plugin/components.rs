@@ -186,7 +186,10 @@ pub struct PhoenixChannel {
     pub topic: String,
     /// The socket entity (`None` = the default socket).
     pub socket: Option<Entity>,
-    /// The join payload (sent with every join and rejoin).
+    /// The join payload (sent with every join and rejoin). Changing it on a channel that has
+    /// joined (through `Query<&mut PhoenixChannel>`) sets what its next rejoin sends, after a
+    /// reconnect or an error: a fresh token, or where the player is now. Changing `topic`,
+    /// `socket` or `presence` of a joined channel has no effect; leave and join for that.
     pub payload: OutPayload,
     /// Track Phoenix Presence on this channel (default true): see [`ChannelPresence`].
     pub presence: bool,

@@ -601,6 +601,10 @@ fn receive_system(
 /// unlinked: a closed channel loses its link and must not join again.
 type NewChannel = (Added<PhoenixChannel>, Without<ChannelLink>);
 
+/// Linked channel entities whose [`PhoenixChannel`] changed: their next rejoin sends the new
+/// payload.
+type EditedChannel = (Changed<PhoenixChannel>, With<ChannelLink>);
+
 /// What the send system reads.
 #[derive(SystemParam)]
 struct Commands_<'w, 's> {
@@ -609,6 +613,7 @@ struct Commands_<'w, 's> {
     leaves: MessageReader<'w, 's, LeaveChannel>,
     controls: MessageReader<'w, 's, SocketCommand>,
     new_channels: Query<'w, 's, (Entity, &'static PhoenixChannel), NewChannel>,
+    edited_channels: Query<'w, 's, (&'static PhoenixChannel, &'static ChannelLink), EditedChannel>,
     links: Query<'w, 's, &'static ChannelLink>,
     removed_channels: RemovedComponents<'w, 's, PhoenixChannel>,
     removed_sockets: RemovedComponents<'w, 's, PhoenixSocket>,
@@ -761,6 +766,14 @@ fn send_system(
             if ch.presence {
                 ec.insert(ChannelPresence::default());
             }
+        }
+    }
+
+    // Edited channels: the payload of their next (re)join, e.g. a fresh token or where the
+    // player is now. A changed topic or socket is not applied (leave and join for that).
+    for (ch, link) in &input.edited_channels {
+        if let Ok((_, mut sock, _, _)) = sockets.get_mut(link.socket) {
+            sock.core.set_join_payload(link.id, ch.payload.clone());
         }
     }
 
