@@ -899,6 +899,103 @@ fn duplicate_join() {
     let _ = b;
 }
 
+/// A duplicate join while open: `phx_leave` for the old join, then `phx_join`. A busy Phoenix
+/// may take the new join first and shut the old channel down itself: `phx_close` for the OLD
+/// join_ref, and no reply to the leave (`../shared/phoenix-wire/SUMMARY.md`, case 14). Frames
+/// with a join_ref go to the join that owns it, so the old channel closes at once either way.
+fn duplicate_join_in_flight() -> (H, ChannelId, u64, ChannelId, PushId) {
+    let mut h = open();
+    let (old, jr) = h.join_ok("room:x");
+    let p = h.push(old, "e");
+    h.one_text();
+    let new =
+        h.s.join(h.now, "room:x", OutPayload::empty(), JoinOptions::default());
+    let out = h.sent_text();
+    assert_eq!(out[0], format!(r#"["{jr}","3","room:x","phx_leave",{{}}]"#));
+    assert_eq!(out[1], r#"["4","4","room:x","phx_join",{}]"#);
+    assert_eq!(h.s.channel(old).unwrap().state, ChannelState::Leaving);
+    (h, old, jr, new, p)
+}
+
+#[test]
+fn duplicate_join_old_channel_closes_on_its_phx_close_before_or_without_the_leave_reply() {
+    // Busy server: the new join's reply, then phx_close for the old join_ref; no leave reply.
+    let (mut h, old, jr, new, p) = duplicate_join_in_flight();
+    h.text(ok(4, 4, "room:x", "{}"));
+    h.text(ctl(jr, "room:x", "phx_close"));
+    let ev = h.events();
+    joined_rejoin(&ev, new);
+    assert_eq!(close_reason(&ev, old), CloseReason::Replaced);
+    assert_eq!(outcome(&ev, p), PushOutcome::Dropped(DropReason::ChannelClosed));
+    assert_eq!(h.s.channel(old), None);
+    assert_eq!(h.state(new), Some(ChannelState::Joined));
+    assert_eq!(h.s.channel_for_topic("room:x"), Some(new));
+    // Nothing more happens for the old channel: no leave timeout, no second close.
+    h.advance(SECS(30));
+    let ev = h.events();
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::ChannelClosed { .. } | Event::ChannelErrored { .. })),
+        "{ev:#?}"
+    );
+    assert_eq!(h.state(new), Some(ChannelState::Joined));
+
+    // The same frames in the other order: phx_close for the old join first.
+    let (mut h, old, jr, new, p) = duplicate_join_in_flight();
+    h.text(ctl(jr, "room:x", "phx_close"));
+    let ev = h.events();
+    assert_eq!(close_reason(&ev, old), CloseReason::Replaced);
+    assert_eq!(outcome(&ev, p), PushOutcome::Dropped(DropReason::ChannelClosed));
+    h.text(ok(4, 4, "room:x", "{}"));
+    joined_rejoin(&h.events(), new);
+    // A late leave reply (an idle server sends one) finds nothing to end.
+    let before = h.s.stats().unroutable_dropped;
+    h.text(ok(jr, 3, "room:x", "{}"));
+    assert!(h.events().is_empty());
+    assert_eq!(h.s.stats().unroutable_dropped, before + 1);
+    assert_eq!(h.state(new), Some(ChannelState::Joined));
+}
+
+#[test]
+fn a_leaving_channel_hears_only_how_it_ends() {
+    // phx_error for the old join ends the leave too (closed as Replaced, not errored).
+    let (mut h, old, jr, new, p) = duplicate_join_in_flight();
+    h.text(ctl(jr, "room:x", "phx_error"));
+    let ev = h.events();
+    assert_eq!(close_reason(&ev, old), CloseReason::Replaced);
+    assert_eq!(outcome(&ev, p), PushOutcome::Dropped(DropReason::ChannelClosed));
+    assert!(!ev.iter().any(|e| matches!(e, Event::ChannelErrored { .. })), "{ev:#?}");
+    assert_eq!(h.s.channel_for_topic("room:x"), Some(new));
+
+    // Messages and presence for the old join while it leaves are stale: not delivered to the
+    // new channel (they are not its join), nor as events of the channel the app let go of.
+    let (mut h, old, jr, new, p) = duplicate_join_in_flight();
+    let stale = h.s.stats().stale_dropped;
+    h.text(msg(Some(jr), "room:x", "news", r#"{"old":true}"#));
+    h.text(msg(Some(jr), "room:x", "presence_diff", r#"{"joins":{},"leaves":{}}"#));
+    assert!(h.events().is_empty());
+    assert_eq!(h.s.stats().stale_dropped, stale + 2);
+    // A reply to the old channel's push still ends that push (by its ref), once.
+    h.text(reply(Some(jr), 2, "room:x", "ok", r#"{"late":1}"#));
+    assert_eq!(ok_value(&h.events(), p), json!({"late": 1}));
+    // The new join's frames reach the new channel; a broadcast (no join_ref) too.
+    h.text(ok(4, 4, "room:x", "{}"));
+    joined_rejoin(&h.events(), new);
+    h.text(msg(Some(4), "room:x", "news", r#"{"new":true}"#));
+    h.text(msg(None, "room:x", "shout", "{}"));
+    let ev = h.events();
+    let got: Vec<(ChannelId, String)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some((m.channel, m.event.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![(new, "news".into()), (new, "shout".into())]);
+    // The leave reply then closes the old channel as Replaced.
+    h.text(ok(jr, 3, "room:x", "{}"));
+    assert_eq!(close_reason(&h.events(), old), CloseReason::Replaced);
+}
+
 #[test]
 fn closed_channel_ids_are_never_reused() {
     let mut h = H::new(cfg());

@@ -353,7 +353,15 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
                     continue;
                 }
                 match serializer::decode_text(conn.ser, &t) {
+                    // Tolerant: a topic or event that is not a string is a bad frame too.
+                    Ok(m)
+                        if shared.config.tolerate_bad_frames
+                            && !(m.topic.is_string() && m.event.is_string()) =>
+                    {
+                        bad_frame_reply(conn)
+                    }
                     Ok(m) => dispatch(shared, conn, m),
+                    Err(_) if shared.config.tolerate_bad_frames => bad_frame_reply(conn),
                     Err(_) => {
                         conn.close(1011, "");
                         closing = true;
@@ -366,7 +374,15 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
                 }
                 shared.stats.frames_received.fetch_add(1, Ordering::Relaxed);
                 match serializer::decode_binary(conn.ser, &b) {
+                    // Tolerant: a topic or event that is not a string is a bad frame too.
+                    Ok(m)
+                        if shared.config.tolerate_bad_frames
+                            && !(m.topic.is_string() && m.event.is_string()) =>
+                    {
+                        bad_frame_reply(conn)
+                    }
                     Ok(m) => dispatch(shared, conn, m),
+                    Err(_) if shared.config.tolerate_bad_frames => bad_frame_reply(conn),
                     Err(_) => {
                         conn.close(1011, "");
                         closing = true;
@@ -402,6 +418,20 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
             }
         }
     }
+}
+
+/// The answer to an undecodable frame when the server tolerates them: what Phoenix replies to an
+/// event on the reserved `phoenix` topic (no refs: none could be read).
+fn bad_frame_reply(conn: &Conn) {
+    let enc = serializer::reply(
+        conn.ser,
+        &Value::Null,
+        &Value::Null,
+        Topic::Str("phoenix"),
+        "error",
+        &Payload::Json(serde_json::json!({"reason": "unmatched topic"})),
+    );
+    conn.send_encoded(enc);
 }
 
 fn send_reply(

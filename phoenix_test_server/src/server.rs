@@ -81,6 +81,8 @@ pub(crate) struct Config {
     pub auth_token: bool,
     pub max_channels: usize,
     pub version: PhoenixVersion,
+    /// Answer undecodable frames with an error reply instead of closing (see the builder).
+    pub tolerate_bad_frames: bool,
     /// Canonical directory served over plain HTTP (set by `start` from the builder's path).
     static_dir: Option<PathBuf>,
     connect_check: Option<ConnectCheck>,
@@ -225,6 +227,7 @@ impl Default for ServerBuilder {
                 auth_token: false,
                 max_channels: 100,
                 version: PhoenixVersion::V1_7,
+                tolerate_bad_frames: false,
                 static_dir: None,
                 connect_check: None,
                 routes: Vec::new(),
@@ -336,6 +339,18 @@ impl ServerBuilder {
         self.config
             .routes
             .push((pattern.to_string(), Arc::new(move || Box::new(factory()))));
+        self
+    }
+
+    /// A frame that cannot be decoded (broken JSON, a number the JSON parser refuses such as
+    /// `1e400`, JSON nested deeper than 128 levels, a short array, a malformed binary frame)
+    /// gets an error reply on the `phoenix` topic,
+    /// `[null,null,"phoenix","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]`,
+    /// and the connection stays open. Stock Phoenix (the default here) closes the connection
+    /// instead; a Phoenix app gets this behaviour from a serializer that turns such frames into
+    /// an event on the `phoenix` topic, as the arena example's `server/` app does.
+    pub fn tolerate_bad_frames(mut self, yes: bool) -> Self {
+        self.config.tolerate_bad_frames = yes;
         self
     }
 

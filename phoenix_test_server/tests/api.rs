@@ -683,3 +683,52 @@ fn binary_prints_its_url_and_serves() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// With `tolerate_bad_frames`, every kind of undecodable frame (and one whose topic or event is
+/// not a string) gets the `phoenix`-topic error
+/// reply and the connection (and its channels) stays up; by default the connection closes, as
+/// stock Phoenix does.
+#[test]
+fn tolerate_bad_frames_answers_instead_of_closing() {
+    let server = TestServer::builder()
+        .tolerate_bad_frames(true)
+        .start()
+        .unwrap();
+    let mut ws = connect(&server.url(), "vsn=2.0.0");
+    send_json(&mut ws, json!(["1", "1", "echo:t", "phx_join", {}]));
+    assert_eq!(recv_json(&mut ws)[4]["status"], "ok");
+    let mut deep = String::new();
+    for _ in 0..200 {
+        deep.push('[');
+    }
+    for _ in 0..200 {
+        deep.push(']');
+    }
+    let bad = [
+        "this is not json".to_string(),
+        "[1]".to_string(),
+        r#"{"topic":"x"}"#.to_string(),
+        r#"["1","2",5,"echo",{}]"#.to_string(),
+        r#"["1","2","echo:t",["echo"],{}]"#.to_string(),
+        r#"["1","2","echo:t","echo",{"x":1e400}]"#.to_string(),
+        format!(r#"["1","2","echo:t","echo",{deep}]"#),
+    ];
+    let want = json!([null, null, "phoenix", "phx_reply",
+        {"response": {"reason": "unmatched topic"}, "status": "error"}]);
+    for frame in &bad {
+        send_text(&mut ws, frame);
+        assert_eq!(recv_json(&mut ws), want, "{frame:.40}");
+    }
+    send_binary(&mut ws, vec![0, 200, 1, 2, 3]);
+    assert_eq!(recv_json(&mut ws), want);
+    // Still open, the channel still answers.
+    send_json(&mut ws, json!(["1", "3", "echo:t", "echo", {"still": "here"}]));
+    let reply = recv_json(&mut ws);
+    assert_eq!(reply[4]["response"], json!({"still": "here"}), "{reply}");
+
+    // The default: the connection closes on the first bad frame.
+    let strict = TestServer::builder().start().unwrap();
+    let mut ws = connect(&strict.url(), "vsn=2.0.0");
+    send_text(&mut ws, "this is not json");
+    assert!(read_close(&mut ws, true).is_some());
+}

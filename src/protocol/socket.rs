@@ -520,6 +520,9 @@ struct Channel {
     /// The join push in flight, if any (its ref = join_ref).
     join_pending: bool,
     ever_joined: bool,
+    /// Why the channel is leaving (meaningful in [`ChannelState::Leaving`]): the close that
+    /// ends the leave carries it, whether the leave reply or the server's `phx_close` comes first.
+    leave_reason: CloseReason,
     rejoin_tries: u32,
     rejoin_at: Option<Instant>,
     /// Buffered push ids in order. Entries whose push has ended are skipped lazily.
@@ -558,6 +561,11 @@ pub struct Socket {
     channels: Vec<Slot>,
     free: Vec<u32>,
     topics: TopicMap,
+    /// The current join_ref of every channel that has one, leaving channels included: frames
+    /// that carry a join_ref go to the channel that owns it, not to whichever channel now has
+    /// the topic (after a duplicate join, Phoenix may close the old one with `phx_close` for its
+    /// join_ref before, or instead of, answering its leave).
+    join_refs: RefMap<ChannelId>,
     names: NameCache,
     recent_names: [Option<EventName>; 4],
     /// No channel rejoins before this (a lower bound; see `handle_timeout`).
@@ -599,6 +607,7 @@ impl Socket {
             channels: Vec::new(),
             free: Vec::new(),
             topics: TopicMap::default(),
+            join_refs: RefMap::default(),
             names: NameCache::default(),
             recent_names: Default::default(),
             rejoin_due: None,
@@ -786,6 +795,7 @@ impl Socket {
             join_ref: None,
             join_pending: false,
             ever_joined: false,
+            leave_reason: CloseReason::Left,
             rejoin_tries: 0,
             rejoin_at: None,
             buffer: VecDeque::new(),
@@ -1286,7 +1296,7 @@ impl Socket {
         let Some(c) = self.chan_mut(id) else { return };
         // A join still pending (e.g. a rejoin racing a timeout) is superseded.
         let old = c.join_ref.filter(|_| c.join_pending);
-        c.join_ref = Some(r);
+        let previous = c.join_ref.replace(r);
         c.join_pending = true;
         c.state = ChannelState::Joining;
         c.rejoin_at = None;
@@ -1300,6 +1310,10 @@ impl Socket {
         if let Some(old) = old {
             self.pushes.remove(&old);
         }
+        if let Some(p) = previous {
+            self.join_refs.remove(&p);
+        }
+        self.join_refs.insert(r, id);
         self.transmit(Transmit::Text(frame));
         self.insert_push(
             r,
@@ -1360,6 +1374,7 @@ impl Socket {
         let timeout = self.config.leave_timeout;
         if let Some(c) = self.chan_mut(id) {
             c.state = ChannelState::Leaving;
+            c.leave_reason = reason.clone();
             c.rejoin_at = None;
         }
         self.transmit(Transmit::Text(encode_text(
@@ -1428,6 +1443,11 @@ impl Socket {
             return;
         }
         let topic = c.topic.clone();
+        if let Some(jr) = c.join_ref
+            && self.join_refs.get(&jr) == Some(&id)
+        {
+            self.join_refs.remove(&jr);
+        }
         *slot = Slot::Free {
             next_generation: id.generation.wrapping_add(1),
         };
@@ -1636,17 +1656,40 @@ impl Socket {
         event: &str,
         span: Range<usize>,
     ) -> Option<Route> {
-        let Some(&id) = self.topics.get(topic) else {
-            self.stats.unroutable_dropped += 1;
-            return None;
+        let id = match join_ref {
+            // A join_ref names one join: the channel that owns it, if it has this topic.
+            Some(jr) => {
+                let owner = jr
+                    .as_ours()
+                    .and_then(|r| self.join_refs.get(&r).copied())
+                    .filter(|id| self.chan(*id).is_some_and(|c| &*c.topic == topic));
+                match owner {
+                    Some(id) => id,
+                    None if self.topics.contains_key(topic) => {
+                        self.stats.stale_dropped += 1;
+                        return None;
+                    }
+                    None => {
+                        self.stats.unroutable_dropped += 1;
+                        return None;
+                    }
+                }
+            }
+            // Broadcasts name a topic only: the channel that has it now.
+            None => match self.topics.get(topic) {
+                Some(&id) => id,
+                None => {
+                    self.stats.unroutable_dropped += 1;
+                    return None;
+                }
+            },
         };
         let c = self.chan(id)?;
-        if let Some(jr) = join_ref {
-            let current = jr.as_ours();
-            if current.is_none() || current != c.join_ref {
-                self.stats.stale_dropped += 1;
-                return None;
-            }
+        // A leaving channel only hears how it ends; what else its old join sends is stale
+        // (the app has let go of it).
+        if c.state == ChannelState::Leaving && !matches!(event, names::ERROR | names::CLOSE) {
+            self.stats.stale_dropped += 1;
+            return None;
         }
         let has_presence = c.presence.is_some();
         match event {
@@ -1741,7 +1784,8 @@ impl Socket {
                 };
                 match c.state {
                     ChannelState::Leaving => {
-                        self.close_channel(channel, CloseReason::Left);
+                        let reason = c.leave_reason.clone();
+                        self.close_channel(channel, reason);
                         return;
                     }
                     ChannelState::Closed | ChannelState::Errored => return,
@@ -1763,8 +1807,8 @@ impl Socket {
                 self.schedule_rejoin(now, channel);
             }
             Route::Closed { channel } => {
-                let reason = match self.chan(channel).map(|c| c.state) {
-                    Some(ChannelState::Leaving) => CloseReason::Left,
+                let reason = match self.chan(channel) {
+                    Some(c) if c.state == ChannelState::Leaving => c.leave_reason.clone(),
                     _ => CloseReason::ServerClosed,
                 };
                 self.close_channel(channel, reason);

@@ -56,7 +56,7 @@ fn run_bot(i: usize, url: String, chatty: bool) {
         .insert_resource(Brain {
             target: random_point(),
             pause: 0.0,
-            next_chat: 8.0 + fastrand::f32() * 20.0,
+            next_chat: 15.0 + fastrand::f32() * 45.0,
             chatty,
         })
         .add_systems(Update, wander)

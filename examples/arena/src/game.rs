@@ -409,7 +409,7 @@ fn update_banner(
                 .get(&PhoenixDiagnosticsPlugin::RTT)
                 .and_then(|d| d.value());
             let rtt = rtt.map_or_else(
-                || "round trip -".to_owned(),
+                || "round trip: measuring".to_owned(),
                 |ms| format!("round trip {ms:.1} ms"),
             );
             let server = conn.server.as_deref().unwrap_or("?");

@@ -97,6 +97,7 @@ fn parse() -> Result<Options, String> {
                         .map_err(|e| format!("--exit-after: {e}"))?,
                 )
             }
+            "--" => {} // `cargo arena -- --bots 3` works as well as `cargo arena --bots 3`
             "-h" | "--help" => {
                 println!(
                     "{}",

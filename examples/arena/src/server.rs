@@ -37,6 +37,9 @@ pub fn start(options: &ServerOptions) -> io::Result<TestServer> {
     let rooms = Rooms::default();
     let mut builder = TestServer::builder()
         .without_builtin_channels()
+        // Like the Phoenix app in server/: a frame that cannot be decoded gets an error reply,
+        // and the connection (with the player's channel) stays up.
+        .tolerate_bad_frames(true)
         .bind(options.bind)
         .port(options.port)
         .channel("arena:*", move || ArenaChannel::new(rooms.clone()));

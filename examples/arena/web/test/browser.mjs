@@ -96,7 +96,9 @@ try {
   page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
   const external = [];
   page.on("request", (r) => {
-    if (!r.url().startsWith(`http://127.0.0.1:${port}/`) && !r.url().startsWith(`ws://127.0.0.1:${port}/`)) external.push(r.url());
+    // blob: is the transport's keepalive worker, made in the page.
+    const u = r.url();
+    if (![`http://127.0.0.1:${port}/`, `ws://127.0.0.1:${port}/`, "blob:", "data:"].some((p) => u.startsWith(p))) external.push(u);
   });
 
   const res = await page.goto(url);
