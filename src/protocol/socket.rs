@@ -513,6 +513,9 @@ struct Push {
 #[derive(Debug)]
 struct Channel {
     id: ChannelId,
+    /// Creation order: joins and rejoins go out in the order the app joined (as phoenix.js
+    /// iterates its channel list), whatever slot a channel reuses.
+    seq: u64,
     topic: Topic,
     state: ChannelState,
     join_payload: OutPayload,
@@ -558,6 +561,7 @@ pub struct Socket {
     heartbeat_at: Option<Instant>,
     heartbeat_pending: Option<(u64, Instant)>,
     next_ref: u64,
+    next_channel_seq: u64,
     channels: Vec<Slot>,
     free: Vec<u32>,
     topics: TopicMap,
@@ -604,6 +608,7 @@ impl Socket {
             heartbeat_at: None,
             heartbeat_pending: None,
             next_ref: 0,
+            next_channel_seq: 0,
             channels: Vec::new(),
             free: Vec::new(),
             topics: TopicMap::default(),
@@ -787,8 +792,10 @@ impl Socket {
             _ => 0,
         };
         let id = ChannelId { index, generation };
+        self.next_channel_seq += 1;
         let channel = Channel {
             id,
+            seq: self.next_channel_seq,
             topic: topic.clone(),
             state: ChannelState::Joining,
             join_payload: payload,
@@ -951,8 +958,7 @@ impl Socket {
         self.heartbeat_pending = None;
         self.heartbeat_at = Some(now + self.config.heartbeat_interval);
         self.events.push_back(Event::Connected);
-        let ids: Vec<ChannelId> = self.channels().collect();
-        for id in ids {
+        for id in self.channels_in_join_order(|_| true) {
             // A fresh connection starts every channel's rejoin backoff over (phoenix.js).
             if let Some(c) = self.chan_mut(id) {
                 c.rejoin_tries = 0;
@@ -1076,24 +1082,36 @@ impl Socket {
         // Rejoins. `rejoin_due` is a lower bound of every channel's rejoin time (kept so that
         // poll_timeout need not scan the channels every frame); recomputed here.
         if self.rejoin_due.is_some_and(|t| now >= t) {
-            let mut next = None;
-            for i in 0..self.channels.len() {
-                let (due, at) = match &self.channels[i] {
-                    Slot::Used(c) => (
-                        c.rejoin_at.is_some_and(|t| now >= t).then_some(c.id),
-                        c.rejoin_at,
-                    ),
-                    Slot::Free { .. } => (None, None),
-                };
-                match due {
-                    Some(id) if self.conn == Conn::Open => self.send_join(now, id),
-                    // Due while the socket is down: the rejoin happens on open instead.
-                    Some(_) => {}
-                    None => next = min_opt(next, at),
+            let due = self.channels_in_join_order(|c| c.rejoin_at.is_some_and(|t| now >= t));
+            // Due while the socket is down: the rejoin happens on open instead.
+            if self.conn == Conn::Open {
+                for id in due {
+                    self.send_join(now, id);
                 }
             }
-            self.rejoin_due = next;
+            self.rejoin_due = self
+                .channels
+                .iter()
+                .filter_map(|s| match s {
+                    Slot::Used(c) if c.rejoin_at.is_some_and(|t| t > now) => c.rejoin_at,
+                    _ => None,
+                })
+                .min();
         }
+    }
+
+    /// The channels for which `pick` holds, in the order they were joined.
+    fn channels_in_join_order(&self, pick: impl Fn(&Channel) -> bool) -> Vec<ChannelId> {
+        let mut found: Vec<(u64, ChannelId)> = self
+            .channels
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Used(c) if pick(c) => Some((c.seq, c.id)),
+                _ => None,
+            })
+            .collect();
+        found.sort_unstable_by_key(|(seq, _)| *seq);
+        found.into_iter().map(|(_, id)| id).collect()
     }
 
     // ----- internals -----------------------------------------------------------------
