@@ -607,7 +607,7 @@ type EditedChannel = (Changed<PhoenixChannel>, With<ChannelLink>);
 
 /// What the send system reads.
 #[derive(SystemParam)]
-struct Commands_<'w, 's> {
+struct SendInput<'w, 's> {
     joins: MessageReader<'w, 's, JoinChannel>,
     pushes: ResMut<'w, Messages<PushMessage>>,
     leaves: MessageReader<'w, 's, LeaveChannel>,
@@ -644,7 +644,7 @@ fn send_system(
         &mut SocketStatus,
         Has<DefaultSocket>,
     )>,
-    mut input: Commands_,
+    mut input: SendInput,
     mut sinks: SendSinks,
     wait: Option<Res<WaitForNetwork>>,
 ) {
