@@ -1,6 +1,8 @@
 //! The reference app's channels (`/work/shared/reference-app/*.ex`), written against the public
 //! [`Channel`] API: `echo:*` (EchoChannel), `room:*` (RoomChannel with Presence) and `private:*`
 //! (PrivateChannel).
+//!
+//! Depends only on the channel API (`channel`) and `serializer`, like a user's channels.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,10 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::channel::{Channel, ChannelContext, HandleResult, JoinResult, Status, unix_seconds};
+use crate::channel::{
+    Channel, ChannelContext, HandleResult, JoinResult, Routes, Status, unix_seconds,
+};
 use crate::serializer::Payload;
-
-type Routes = Vec<(String, Arc<dyn Fn() -> Box<dyn Channel> + Send + Sync>)>;
 
 pub(crate) fn register(routes: &mut Routes) {
     routes.push(("echo:*".into(), Arc::new(|| Box::new(EchoChannel))));

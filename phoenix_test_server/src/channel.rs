@@ -2,7 +2,12 @@
 //! created per join (like a channel process) and receives `join`, `handle_in`, `handle_info` and
 //! `terminate`; a [`ChannelContext`] gives it `push`, `broadcast`, `broadcast_from`, delayed
 //! replies, timers and presence. The built-in `echo:*`, `room:*` and `private:*` channels use the
-//! same API (see `builtin.rs`).
+//! same API (see `builtin.rs`). The declared channels ([`Routes`]) are kept here too.
+//!
+//! Depends on `shared` (pubsub, presence, timers), `handle`, `peer` and `serializer`. It reaches
+//! its own connection only through the `Connection` trait (`send_after` delivers through it), so
+//! it never depends on the socket process (`conn`), which runs these callbacks, nor on the
+//! server.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -10,9 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::conn::{self, Conn};
+use crate::handle::ServerHandle;
+use crate::peer::Peer;
 use crate::serializer::{self, Payload, Topic};
-use crate::server::{ServerHandle, Shared};
+use crate::shared::{Connection, Shared};
 
 /// The status of a reply (`{:reply, {status, payload}, socket}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +182,7 @@ pub trait Channel: Send + 'static {
 /// `Presence` functions).
 pub struct ChannelContext {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) conn: Arc<Conn>,
+    pub(crate) conn: Arc<dyn Connection>,
     pub(crate) topic: Arc<str>,
     pub(crate) join_ref: Value,
     pub(crate) chan_id: u64,
@@ -197,30 +203,31 @@ impl ChannelContext {
 
     /// The socket id (`socket_id` connect param, or a generated `sock:N`).
     pub fn socket_id(&self) -> &str {
-        &self.conn.socket_id
+        &self.conn.peer().socket_id
     }
 
     /// The decoded connect params (query string of the websocket URL).
     pub fn params(&self) -> &BTreeMap<String, String> {
-        &self.conn.params
+        &self.conn.peer().params
     }
 
     /// The auth token the client sent in `Sec-WebSocket-Protocol`, if any.
     pub fn auth_token(&self) -> Option<&str> {
-        self.conn.auth_token.as_deref()
+        self.conn.peer().auth_token.as_deref()
     }
 
     /// `push/3`: sends `[join_ref, null, topic, event, payload]` (or a kind-0 binary frame) to
     /// this client.
     pub fn push(&mut self, event: &str, payload: impl Into<Payload>) {
+        let peer = self.conn.peer();
         let enc = serializer::push(
-            self.conn.ser,
+            peer.ser,
             &self.join_ref,
             &self.topic,
             event,
             &payload.into(),
         );
-        self.conn.send_encoded(enc);
+        peer.send_encoded(enc);
     }
 
     /// `broadcast!/3`: sends `[null, null, topic, event, payload]` to every subscriber of the
@@ -242,7 +249,7 @@ impl ChannelContext {
     /// (return [`HandleResult::NoReply`] now). In `handle_info` the ref is null.
     pub fn reply_handle(&self) -> ReplyHandle {
         ReplyHandle {
-            conn: Arc::downgrade(&self.conn),
+            conn: Arc::downgrade(self.conn.peer()),
             topic: self.topic.clone(),
             join_ref: self.join_ref.clone(),
             ref_: self.msg_ref.clone(),
@@ -264,7 +271,7 @@ impl ChannelContext {
         let chan_id = self.chan_id;
         self.shared.timers.schedule(delay, move || {
             if let (Some(shared), Some(conn)) = (shared.upgrade(), conn.upgrade()) {
-                conn::deliver_info(&shared, &conn, &topic, Some(chan_id), msg);
+                conn.deliver_info(&shared, &topic, Some(chan_id), msg);
             }
         });
     }
@@ -306,7 +313,7 @@ impl ChannelContext {
 /// move to another thread.
 #[derive(Debug, Clone)]
 pub struct ReplyHandle {
-    conn: Weak<Conn>,
+    conn: Weak<Peer>,
     topic: Arc<str>,
     join_ref: Value,
     ref_: Value,
@@ -335,4 +342,22 @@ pub fn unix_seconds() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Makes a fresh channel value for one join.
+pub(crate) type Factory = Arc<dyn Fn() -> Box<dyn Channel> + Send + Sync>;
+
+/// The declared channels, `(topic pattern, factory)` in declaration order (Phoenix's
+/// `channel "room:*", RoomChannel` lines in the socket module).
+pub(crate) type Routes = Vec<(String, Factory)>;
+
+/// The channel for a topic: the first pattern that matches (`"room:*"` or an exact topic).
+pub(crate) fn route(routes: &Routes, topic: &str) -> Option<Box<dyn Channel>> {
+    routes
+        .iter()
+        .find(|(pattern, _)| match pattern.strip_suffix('*') {
+            Some(prefix) => topic.starts_with(prefix),
+            None => topic == pattern,
+        })
+        .map(|(_, f)| f())
 }

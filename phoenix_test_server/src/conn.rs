@@ -5,48 +5,37 @@
 //!
 //! Locks are taken in one order only: a connection's `state`, then presence, then pubsub. Sending
 //! to another connection only touches its outgoing queue, never its state.
+//!
+//! Owns the joined channels of a connection ([`Conn`], [`ConnState`]) and runs the channel
+//! callbacks (join, handle_in, handle_info, terminate). Depends on the channel API (`channel`),
+//! `shared` (registry, pubsub, presence, config), `peer`, `state`, `serializer`, `ws` and
+//! `locks`; nothing depends on it but `server`, which hands it accepted sockets. Code below it
+//! reaches a connection through `shared::Connection`, which [`Conn`] implements.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::channel::{Channel, ChannelContext, HandleResult, JoinResult, Status, TerminateReason};
-use crate::serializer::{self, Encoded, Message, Payload, Serializer, Topic, Unencodable};
-use crate::server::{FaultState, PhoenixVersion, Shared, lock};
+use crate::channel::{
+    self, Channel, ChannelContext, HandleResult, JoinResult, Routes, Status, TerminateReason,
+};
+use crate::locks::lock;
+use crate::peer::{Data, Out, Peer};
+use crate::serializer::{self, Message, Payload, Serializer, Topic};
+use crate::shared::{Connection, Shared};
+use crate::state::PhoenixVersion;
 use crate::ws::{self, FrameReader, Incoming, ReadError};
 
 /// How long a closing side waits for the peer's close reply before dropping TCP.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// Outgoing frame bytes, owned (push, reply) or shared between subscribers (broadcast).
-pub(crate) enum Data {
-    Owned(Vec<u8>),
-    Shared(Arc<Encoded>),
-}
-
-/// An item of the writer's queue.
-pub(crate) enum Out {
-    Frame {
-        binary: bool,
-        data: Data,
-        not_before: Option<Instant>,
-    },
-    Pong(Vec<u8>),
-    /// Send a close frame, then end the connection.
-    Close(u16, String),
-    /// Re-read the close-after-frames fault.
-    Check,
-    /// Stop writing (the reader has finished).
-    Shutdown,
-}
 
 /// A joined channel.
 pub(crate) struct Slot {
@@ -64,73 +53,25 @@ pub(crate) struct ConnState {
 
 /// A connected websocket.
 pub(crate) struct Conn {
-    pub id: u64,
-    pub ser: Serializer,
-    pub socket_id: String,
-    pub params: BTreeMap<String, String>,
-    pub auth_token: Option<String>,
-    out: Sender<Out>,
+    /// Identity and outgoing side (what pubsub and reply handles hold).
+    pub peer: Arc<Peer>,
     pub state: Mutex<ConnState>,
-    /// A close frame was sent (or the TCP connection is being dropped): ignore further input.
-    pub closing: AtomicBool,
+    /// The server's declared channels, for `phx_join`.
+    routes: Arc<Routes>,
     reader_done: Mutex<bool>,
     reader_done_cv: Condvar,
-    tcp: TcpStream,
-    faults: Arc<FaultState>,
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("id", &self.id)
-            .field("socket_id", &self.socket_id)
+            .field("id", &self.peer.id)
+            .field("socket_id", &self.peer.socket_id)
             .finish()
     }
 }
 
 impl Conn {
-    fn not_before(&self) -> Option<Instant> {
-        let d = self.faults.delay_outgoing_ns.load(Ordering::Relaxed);
-        (d > 0).then(|| Instant::now() + Duration::from_nanos(d))
-    }
-
-    /// Queues an encoded frame; an unencodable one takes the socket down like in Phoenix (1011).
-    pub(crate) fn send_encoded(&self, enc: Result<Encoded, Unencodable>) {
-        match enc {
-            Ok(e) => {
-                let _ = self.out.send(Out::Frame {
-                    binary: e.binary,
-                    data: Data::Owned(e.data),
-                    not_before: self.not_before(),
-                });
-            }
-            Err(_) => self.close(1011, ""),
-        }
-    }
-
-    pub(crate) fn send_shared(&self, enc: &Arc<Encoded>) {
-        let _ = self.out.send(Out::Frame {
-            binary: enc.binary,
-            data: Data::Shared(enc.clone()),
-            not_before: self.not_before(),
-        });
-    }
-
-    /// Sends a close frame with `code` and ends the connection.
-    pub(crate) fn close(&self, code: u16, reason: &str) {
-        let _ = self.out.send(Out::Close(code, reason.to_string()));
-    }
-
-    /// Drops the TCP connection without a close frame (the client sees 1006).
-    pub(crate) fn kill(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-        let _ = self.tcp.shutdown(Shutdown::Both);
-    }
-
-    pub(crate) fn wake_writer(&self) {
-        let _ = self.out.send(Out::Check);
-    }
-
     fn set_reader_done(&self) {
         *lock(&self.reader_done) = true;
         self.reader_done_cv.notify_all();
@@ -143,6 +84,22 @@ impl Conn {
             .wait_timeout_while(guard, timeout, |done| !*done)
             .unwrap_or_else(|e| e.into_inner());
         *guard
+    }
+}
+
+impl Connection for Conn {
+    fn peer(&self) -> &Arc<Peer> {
+        &self.peer
+    }
+
+    fn deliver_info(
+        self: Arc<Self>,
+        shared: &Arc<Shared>,
+        topic: &str,
+        chan_id: Option<u64>,
+        msg: Value,
+    ) {
+        deliver_info(shared, &self, topic, chan_id, msg);
     }
 }
 
@@ -161,6 +118,7 @@ pub(crate) struct Accepted {
 /// `open_connections()`.
 pub(crate) fn run(
     shared: &Arc<Shared>,
+    routes: &Arc<Routes>,
     conn_id: u64,
     mut stream: TcpStream,
     head: &str,
@@ -169,18 +127,21 @@ pub(crate) fn run(
     let (tx, rx) = mpsc::channel();
     let Ok(tcp) = stream.try_clone() else { return };
     let conn = Arc::new(Conn {
-        id: conn_id,
-        ser: acc.ser,
-        socket_id: acc.socket_id,
-        params: acc.params,
-        auth_token: acc.auth_token,
-        out: tx,
+        peer: Arc::new(Peer {
+            id: conn_id,
+            ser: acc.ser,
+            socket_id: acc.socket_id,
+            params: acc.params,
+            auth_token: acc.auth_token,
+            out: tx,
+            closing: AtomicBool::new(false),
+            tcp,
+            faults: shared.fault_state.clone(),
+        }),
         state: Mutex::new(ConnState::default()),
-        closing: AtomicBool::new(false),
+        routes: routes.clone(),
         reader_done: Mutex::new(false),
         reader_done_cv: Condvar::new(),
-        tcp,
-        faults: shared.fault_state.clone(),
     });
     let Ok(write_half) = stream.try_clone() else {
         return;
@@ -202,7 +163,7 @@ pub(crate) fn run(
 
     conn.set_reader_done();
     terminate_all(shared, &conn);
-    let _ = conn.out.send(Out::Shutdown);
+    let _ = conn.peer.out.send(Out::Shutdown);
     let _ = writer.join();
     let _ = stream.shutdown(Shutdown::Both);
     lock(&shared.conns).remove(&conn_id);
@@ -216,7 +177,7 @@ fn writer_loop(shared: &Shared, conn: &Conn, rx: Receiver<Out>, stream: TcpStrea
         let ok = ws::write_close(w, code, reason)
             .and_then(|_| w.flush())
             .is_ok();
-        conn.closing.store(true, Ordering::SeqCst);
+        conn.peer.closing.store(true, Ordering::SeqCst);
         if ok {
             let _ = w.get_ref().shutdown(Shutdown::Write);
             if !conn.wait_reader_done(CLOSE_GRACE) {
@@ -231,7 +192,7 @@ fn writer_loop(shared: &Shared, conn: &Conn, rx: Receiver<Out>, stream: TcpStrea
             Ok(m) => m,
             Err(TryRecvError::Empty) => {
                 if w.flush().is_err() {
-                    conn.kill();
+                    conn.peer.kill();
                     return;
                 }
                 match rx.recv() {
@@ -251,7 +212,7 @@ fn writer_loop(shared: &Shared, conn: &Conn, rx: Receiver<Out>, stream: TcpStrea
                     let now = Instant::now();
                     if t > now {
                         if w.flush().is_err() {
-                            conn.kill();
+                            conn.peer.kill();
                             return;
                         }
                         thread::sleep(t - now);
@@ -269,7 +230,7 @@ fn writer_loop(shared: &Shared, conn: &Conn, rx: Receiver<Out>, stream: TcpStrea
                     Data::Shared(e) => e.data.as_slice(),
                 };
                 if ws::write_frame(&mut w, if binary { 2 } else { 1 }, bytes).is_err() {
-                    conn.kill();
+                    conn.peer.kill();
                     return;
                 }
                 shared.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -283,7 +244,7 @@ fn writer_loop(shared: &Shared, conn: &Conn, rx: Receiver<Out>, stream: TcpStrea
             }
             Out::Pong(p) => {
                 if ws::write_frame(&mut w, 0xA, &p).is_err() {
-                    conn.kill();
+                    conn.peer.kill();
                     return;
                 }
             }
@@ -328,9 +289,9 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
     // Slow consumer fault: park before reading more and before handling what was read.
     let park = || {
         if faults.stop_reading.load(Ordering::SeqCst) {
-            faults.wait_reading_allowed(|| conn.closing.load(Ordering::SeqCst));
+            faults.wait_reading_allowed(|| conn.peer.closing.load(Ordering::SeqCst));
         }
-        !(conn.closing.load(Ordering::SeqCst) && faults.stop_reading.load(Ordering::SeqCst))
+        !(conn.peer.closing.load(Ordering::SeqCst) && faults.stop_reading.load(Ordering::SeqCst))
     };
     loop {
         if !park() {
@@ -340,7 +301,7 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
         if !park() {
             return;
         }
-        let ignoring = closing || conn.closing.load(Ordering::SeqCst);
+        let ignoring = closing || conn.peer.closing.load(Ordering::SeqCst);
         match next {
             Ok(Incoming::Text(t)) => {
                 if ignoring {
@@ -348,11 +309,11 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
                 }
                 shared.stats.frames_received.fetch_add(1, Ordering::Relaxed);
                 if std::str::from_utf8(&t).is_err() {
-                    conn.close(1007, "");
+                    conn.peer.close(1007, "");
                     closing = true;
                     continue;
                 }
-                match serializer::decode_text(conn.ser, &t) {
+                match serializer::decode_text(conn.peer.ser, &t) {
                     // Tolerant: a topic or event that is not a string is a bad frame too.
                     Ok(m)
                         if shared.config.tolerate_bad_frames
@@ -363,7 +324,7 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
                     Ok(m) => dispatch(shared, conn, m),
                     Err(_) if shared.config.tolerate_bad_frames => bad_frame_reply(conn),
                     Err(_) => {
-                        conn.close(1011, "");
+                        conn.peer.close(1011, "");
                         closing = true;
                     }
                 }
@@ -373,7 +334,7 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
                     continue;
                 }
                 shared.stats.frames_received.fetch_add(1, Ordering::Relaxed);
-                match serializer::decode_binary(conn.ser, &b) {
+                match serializer::decode_binary(conn.peer.ser, &b) {
                     // Tolerant: a topic or event that is not a string is a bad frame too.
                     Ok(m)
                         if shared.config.tolerate_bad_frames
@@ -384,20 +345,20 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
                     Ok(m) => dispatch(shared, conn, m),
                     Err(_) if shared.config.tolerate_bad_frames => bad_frame_reply(conn),
                     Err(_) => {
-                        conn.close(1011, "");
+                        conn.peer.close(1011, "");
                         closing = true;
                     }
                 }
             }
             Ok(Incoming::Ping(p)) => {
                 if !ignoring {
-                    let _ = conn.out.send(Out::Pong(p));
+                    let _ = conn.peer.out.send(Out::Pong(p));
                 }
             }
             Ok(Incoming::Pong) => {}
             Ok(Incoming::Close(code)) => {
                 if !ignoring {
-                    conn.close(echo_code(code), "");
+                    conn.peer.close(echo_code(code), "");
                 }
                 return;
             }
@@ -406,13 +367,13 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
                     return;
                 }
                 // Bandit closes an idle websocket with 1002.
-                conn.close(1002, "");
+                conn.peer.close(1002, "");
                 closing = true;
             }
             Err(ReadError::Gone) => return,
             Err(ReadError::Protocol(code)) => {
                 if !ignoring {
-                    conn.close(code, "");
+                    conn.peer.close(code, "");
                 }
                 return;
             }
@@ -424,14 +385,14 @@ fn reader_loop(shared: &Arc<Shared>, conn: &Arc<Conn>, stream: Option<TcpStream>
 /// event on the reserved `phoenix` topic (no refs: none could be read).
 fn bad_frame_reply(conn: &Conn) {
     let enc = serializer::reply(
-        conn.ser,
+        conn.peer.ser,
         &Value::Null,
         &Value::Null,
         Topic::Str("phoenix"),
         "error",
         &Payload::Json(serde_json::json!({"reason": "unmatched topic"})),
     );
-    conn.send_encoded(enc);
+    conn.peer.send_encoded(enc);
 }
 
 fn send_reply(
@@ -442,8 +403,13 @@ fn send_reply(
     status: &str,
     p: &Payload,
 ) {
-    conn.send_encoded(serializer::reply(
-        conn.ser, join_ref, ref_, topic, status, p,
+    conn.peer.send_encoded(serializer::reply(
+        conn.peer.ser,
+        join_ref,
+        ref_,
+        topic,
+        status,
+        p,
     ));
 }
 
@@ -547,7 +513,7 @@ fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn join(shared: &Arc<Shared>, conn: &Arc<Conn>, st: &mut ConnState, topic: &str, msg: Message) {
-    let Some(factory) = shared.config.route(topic) else {
+    let Some(factory) = channel::route(&conn.routes, topic) else {
         let p = error_reason("unmatched topic");
         send_reply(
             conn,
@@ -591,7 +557,7 @@ fn join(shared: &Arc<Shared>, conn: &Arc<Conn>, st: &mut ConnState, topic: &str,
     let infos = std::mem::take(&mut ctx.infos);
     let joined = match result {
         Ok(JoinResult::Ok(reply)) => {
-            shared.pubsub.subscribe(topic, slot.id, conn.clone());
+            shared.pubsub.subscribe(topic, slot.id, conn.peer.clone());
             send_reply(
                 conn,
                 &msg.join_ref,
@@ -667,7 +633,7 @@ fn handle_in(
 }
 
 /// Delivers `msg` to `handle_info` of the channel on `topic` (only if it is still join `chan_id`).
-pub(crate) fn deliver_info(
+fn deliver_info(
     shared: &Arc<Shared>,
     conn: &Arc<Conn>,
     topic: &str,
@@ -791,8 +757,8 @@ fn finish_channel(
 ) {
     let jr = slot.join_ref.clone();
     match end {
-        End::Close => conn.send_encoded(Ok(serializer::message(
-            conn.ser,
+        End::Close => conn.peer.send_encoded(Ok(serializer::message(
+            conn.peer.ser,
             &jr,
             &jr,
             &slot.topic,
@@ -804,8 +770,8 @@ fn finish_channel(
                 PhoenixVersion::V1_7 => json!({}),
                 PhoenixVersion::V1_8 => json!({"reason": "channel_crash"}),
             };
-            conn.send_encoded(Ok(serializer::message(
-                conn.ser,
+            conn.peer.send_encoded(Ok(serializer::message(
+                conn.peer.ser,
                 &jr,
                 &jr,
                 &slot.topic,

@@ -49,13 +49,34 @@
 //! decodes frames and runs channel callbacks in order) and a writer (buffered, flushed when its
 //! queue is empty). Everything stops when the [`TestServer`] is dropped.
 
+// Modules, bottom to top; a module uses only modules listed before it (the graph has no cycles):
+//   locks                  poison-tolerant lock helpers
+//   serializer, ws         Phoenix message and websocket frame formats
+//   http, static_files     the upgrade request and plain HTTP files
+//   timer                  the timer queue (opaque closures)
+//   state                  plain data: Config, PhoenixVersion, FaultState, Stats, ConnectInfo, ...
+//   peer                   one client's identity and outgoing queue
+//   pubsub, presence       topic subscribers (peers) and presence diffs
+//   shared                 Shared: config, faults, connection registry, pubsub, presence, timers
+//   handle                 the public ServerHandle, over Shared
+//   channel, builtin       the public Channel API (ChannelContext, ...) and the built-in channels
+//   conn                   the socket process: reader/writer threads, runs channel callbacks
+//   server                 builder, TestServer, Faults, listener; starts the server's threads
+// Below `conn`, a connection is reached through the `shared::Connection` trait, which `conn`
+// implements; that is what keeps `shared`, `handle` and `channel` from depending on `conn`.
 mod builtin;
 mod channel;
 mod conn;
+mod handle;
 mod http;
+mod locks;
+mod peer;
+mod presence;
 mod pubsub;
 mod serializer;
 mod server;
+mod shared;
+mod state;
 mod static_files;
 mod timer;
 mod ws;
@@ -65,9 +86,8 @@ pub use channel::{
     Channel, ChannelContext, HandleResult, JoinResult, ReplyHandle, Status, TerminateReason,
     unix_seconds,
 };
+pub use handle::ServerHandle;
 pub use http::decode_query;
 pub use serializer::Payload;
-pub use server::{
-    ConnectInfo, Faults, PhoenixVersion, Refusal, ServerBuilder, ServerHandle, TestServer,
-    default_connect_check, start,
-};
+pub use server::{Faults, ServerBuilder, TestServer, default_connect_check, start};
+pub use state::{ConnectInfo, PhoenixVersion, Refusal};

@@ -1,200 +1,32 @@
 //! The server: builder, listener thread (with the refuse/rebind faults), the connect decision
-//! (Phoenix.Transports.WebSocket + UserSocket.connect/3), the public [`TestServer`], [`Faults`]
-//! and [`ServerHandle`].
+//! (Phoenix.Transports.WebSocket + UserSocket.connect/3), the public [`TestServer`] and
+//! [`Faults`].
+//!
+//! The top of the module graph: it may use every other module, and none uses it. It is the only
+//! module that starts the listener, timer and per-connection threads (the socket process,
+//! `conn`, starts its own writer thread).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::builtin;
-use crate::channel::Channel;
-use crate::conn::{self, Accepted, Conn};
+use crate::channel::{Channel, Routes};
+use crate::conn::{self, Accepted};
+use crate::handle::ServerHandle;
 use crate::http::{self, Request, Response};
-use crate::pubsub::{Presence, PubSub};
+use crate::locks::lock;
 use crate::serializer::Payload;
+use crate::shared::{Connection, Shared};
+use crate::state::{Config, ConnectInfo, FaultState, PhoenixVersion, Refusal};
 use crate::static_files::{self, Lookup, StaticFile};
-use crate::timer::Timers;
-
-/// Locks a mutex, ignoring poisoning (a panicking test must not wedge the server).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Which Phoenix release to imitate where 1.7.24 and 1.8.12 differ on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PhoenixVersion {
-    /// Phoenix 1.7.24: `phx_error` payload `{}`, pushes with a stale join_ref are delivered,
-    /// server disconnect closes with 1000.
-    #[default]
-    V1_7,
-    /// Phoenix 1.8.12: `phx_error` payload `{"reason":"channel_crash"}`, pushes (and leaves) whose
-    /// join_ref is not null and not the channel's current one are dropped, server disconnect
-    /// closes with 1001.
-    V1_8,
-}
-
-/// How [`Faults::refuse_connections`] refuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Answer the upgrade request with HTTP 403 (what a refused connect/3 does).
-    Http403,
-    /// Stop listening on the port (connect fails with "connection refused"); the same port is
-    /// bound again when connections are allowed.
-    TcpRefused,
-}
-
-/// One connect attempt, as seen by the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConnectInfo {
-    /// The decoded query parameters (`vsn`, `token`, ...).
-    pub params: BTreeMap<String, String>,
-    /// The decoded auth token from `Sec-WebSocket-Protocol`, if there was exactly one.
-    pub auth_token: Option<String>,
-    /// The connection was upgraded (HTTP 101).
-    pub accepted: bool,
-    /// The HTTP status answered (101, 403 or 500).
-    pub status: u16,
-}
-
-type Factory = Arc<dyn Fn() -> Box<dyn Channel> + Send + Sync>;
-type ConnectCheck = Arc<dyn Fn(&BTreeMap<String, String>, Option<&str>) -> bool + Send + Sync>;
-
-pub(crate) struct Config {
-    pub idle_timeout: Duration,
-    pub send_timeout: Duration,
-    pub auth_token: bool,
-    pub max_channels: usize,
-    pub version: PhoenixVersion,
-    /// Answer undecodable frames with an error reply instead of closing (see the builder).
-    pub tolerate_bad_frames: bool,
-    /// Canonical directory served over plain HTTP (set by `start` from the builder's path).
-    static_dir: Option<PathBuf>,
-    connect_check: Option<ConnectCheck>,
-    routes: Vec<(String, Factory)>,
-}
-
-impl Config {
-    /// The channel for a topic: the first pattern that matches (`"room:*"` or an exact topic).
-    pub(crate) fn route(&self, topic: &str) -> Option<Box<dyn Channel>> {
-        self.routes
-            .iter()
-            .find(|(pattern, _)| match pattern.strip_suffix('*') {
-                Some(prefix) => topic.starts_with(prefix),
-                None => topic == pattern,
-            })
-            .map(|(_, f)| f())
-    }
-}
-
-/// The fault switches, read by the connection threads.
-pub(crate) struct FaultState {
-    pub answer_heartbeats: AtomicBool,
-    pub stop_reading: AtomicBool,
-    reading_mx: Mutex<()>,
-    reading_cv: Condvar,
-    pub delay_outgoing_ns: AtomicU64,
-    pub drop_outgoing: AtomicBool,
-    close_after_gen: AtomicU64,
-    close_after_n: AtomicU64,
-}
-
-impl FaultState {
-    fn new() -> Self {
-        FaultState {
-            answer_heartbeats: AtomicBool::new(true),
-            stop_reading: AtomicBool::new(false),
-            reading_mx: Mutex::new(()),
-            reading_cv: Condvar::new(),
-            delay_outgoing_ns: AtomicU64::new(0),
-            drop_outgoing: AtomicBool::new(false),
-            close_after_gen: AtomicU64::new(0),
-            close_after_n: AtomicU64::new(u64::MAX),
-        }
-    }
-
-    /// (generation, frames left before closing).
-    pub(crate) fn close_after(&self) -> (u64, Option<u64>) {
-        let g = self.close_after_gen.load(Ordering::Acquire);
-        let n = self.close_after_n.load(Ordering::Acquire);
-        (g, (n != u64::MAX).then_some(n))
-    }
-
-    /// Blocks while `stop_reading` is on, unless `abort()` becomes true.
-    pub(crate) fn wait_reading_allowed(&self, abort: impl Fn() -> bool) {
-        let mut g = lock(&self.reading_mx);
-        while self.stop_reading.load(Ordering::SeqCst) && !abort() {
-            g = self
-                .reading_cv
-                .wait_timeout(g, Duration::from_millis(50))
-                .map(|r| r.0)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub frames_received: AtomicU64,
-    pub frames_sent: AtomicU64,
-}
-
-#[derive(Default)]
-struct AcceptCtl {
-    refusal: Option<(Refusal, Option<Instant>)>,
-    listening: bool,
-    closed_gen: u64,
-}
-
-impl AcceptCtl {
-    fn active(&self, how: Refusal) -> bool {
-        match self.refusal {
-            Some((r, deadline)) if r == how => deadline.is_none_or(|d| Instant::now() < d),
-            _ => false,
-        }
-    }
-}
-
-/// Everything the threads of one server share.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub fault_state: Arc<FaultState>,
-    faults: Faults,
-    addr: SocketAddr,
-    pub conns: Mutex<HashMap<u64, Arc<Conn>>>,
-    sockets: Mutex<HashMap<u64, TcpStream>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    pub pubsub: PubSub,
-    pub presence: Presence,
-    pub timers: Timers,
-    pub stats: Stats,
-    log: Mutex<Vec<ConnectInfo>>,
-    ids: AtomicU64,
-    accept: Mutex<AcceptCtl>,
-    accept_cv: Condvar,
-    shutdown: AtomicBool,
-}
-
-impl Shared {
-    pub(crate) fn next_id(&self) -> u64 {
-        self.ids.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
 
 /// The default connect check: the reference apps' `UserSocket.connect/3`. Without an auth token,
 /// `token=bad` is refused (Phoenix 1.7 app); with one, only `"good-token"` is accepted (Phoenix
@@ -212,6 +44,7 @@ pub struct ServerBuilder {
     port: u16,
     static_dir: Option<PathBuf>,
     config: Config,
+    routes: Routes,
     builtins: bool,
 }
 
@@ -230,8 +63,8 @@ impl Default for ServerBuilder {
                 tolerate_bad_frames: false,
                 static_dir: None,
                 connect_check: None,
-                routes: Vec::new(),
             },
+            routes: Vec::new(),
             builtins: true,
         }
     }
@@ -336,8 +169,7 @@ impl ServerBuilder {
         C: Channel,
         F: Fn() -> C + Send + Sync + 'static,
     {
-        self.config
-            .routes
+        self.routes
             .push((pattern.to_string(), Arc::new(move || Box::new(factory()))));
         self
     }
@@ -377,35 +209,16 @@ impl ServerBuilder {
             self.config.static_dir = Some(root);
         }
         if self.builtins {
-            builtin::register(&mut self.config.routes);
+            builtin::register(&mut self.routes);
         }
         let listener = TcpListener::bind((self.ip, self.port))?;
         let addr = listener.local_addr()?;
-        let fault_state = Arc::new(FaultState::new());
-        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
-            config: self.config,
-            fault_state: fault_state.clone(),
-            faults: Faults {
-                shared: weak.clone(),
-                state: fault_state.clone(),
-            },
-            addr,
-            conns: Mutex::new(HashMap::new()),
-            sockets: Mutex::new(HashMap::new()),
-            threads: Mutex::new(Vec::new()),
-            pubsub: PubSub::default(),
-            presence: Presence::default(),
-            timers: Timers::default(),
-            stats: Stats::default(),
-            log: Mutex::new(Vec::new()),
-            ids: AtomicU64::new(0),
-            accept: Mutex::new(AcceptCtl {
-                listening: true,
-                ..AcceptCtl::default()
-            }),
-            accept_cv: Condvar::new(),
-            shutdown: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(self.config, addr));
+        let faults = Faults {
+            shared: Arc::downgrade(&shared),
+            state: shared.fault_state.clone(),
+        };
+        let routes = Arc::new(self.routes);
         let timer = {
             let shared = shared.clone();
             thread::Builder::new()
@@ -416,7 +229,7 @@ impl ServerBuilder {
             let shared = shared.clone();
             thread::Builder::new()
                 .name("pts-accept".into())
-                .spawn(move || accept_loop(&shared, listener))
+                .spawn(move || accept_loop(&shared, &routes, listener))
         };
         let acceptor = match acceptor {
             Ok(a) => a,
@@ -428,6 +241,7 @@ impl ServerBuilder {
         };
         Ok(TestServer {
             shared,
+            faults,
             addr,
             acceptor: Some(acceptor),
             timer: Some(timer),
@@ -454,6 +268,7 @@ pub fn start() -> io::Result<TestServer> {
 /// A running server. Dropping it closes the listener and every connection and joins all threads.
 pub struct TestServer {
     shared: Arc<Shared>,
+    faults: Faults,
     addr: SocketAddr,
     acceptor: Option<JoinHandle<()>>,
     timer: Option<JoinHandle<()>>,
@@ -488,7 +303,7 @@ impl TestServer {
 
     /// The fault injection switches.
     pub fn faults(&self) -> &Faults {
-        &self.shared.faults
+        &self.faults
     }
 
     /// Every accepted or refused connect attempt so far, in order.
@@ -563,9 +378,9 @@ impl Drop for TestServer {
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
-        let conns: Vec<Arc<Conn>> = lock(&shared.conns).values().cloned().collect();
+        let conns: Vec<Arc<dyn Connection>> = lock(&shared.conns).values().cloned().collect();
         for c in &conns {
-            c.close(1001, "");
+            c.peer().close(1001, "");
         }
         let deadline = Instant::now() + Duration::from_millis(200);
         while !lock(&shared.conns).is_empty() && Instant::now() < deadline {
@@ -575,7 +390,7 @@ impl Drop for TestServer {
             let _ = s.shutdown(Shutdown::Both);
         }
         for c in &conns {
-            c.kill();
+            c.peer().kill();
         }
         drop(conns);
         let threads: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&shared.threads));
@@ -586,72 +401,6 @@ impl Drop for TestServer {
         if let Some(t) = self.timer.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// A cloneable handle on a running server, for channel code and other threads.
-#[derive(Clone)]
-pub struct ServerHandle {
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for ServerHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle")
-            .field("addr", &self.shared.addr)
-            .finish()
-    }
-}
-
-impl ServerHandle {
-    /// `Endpoint.broadcast(topic, event, payload)`.
-    pub fn broadcast(&self, topic: &str, event: &str, payload: impl Into<Payload>) {
-        self.shared
-            .pubsub
-            .broadcast(topic, event, &payload.into(), None);
-    }
-
-    /// `Endpoint.broadcast(socket_id, "disconnect", %{})`: closes those websockets (code 1000, or
-    /// 1001 with [`PhoenixVersion::V1_8`]); no `phx_close`/`phx_error` is sent.
-    pub fn disconnect(&self, socket_id: &str) {
-        let code = match self.shared.config.version {
-            PhoenixVersion::V1_7 => 1000,
-            PhoenixVersion::V1_8 => 1001,
-        };
-        for c in lock(&self.shared.conns).values() {
-            if c.socket_id == socket_id {
-                c.close(code, "");
-            }
-        }
-    }
-
-    /// `Presence.list(topic)`.
-    pub fn presence_list(&self, topic: &str) -> Value {
-        self.shared.presence.list(topic)
-    }
-
-    /// Number of channels subscribed to `topic` on this server.
-    pub fn subscribers(&self, topic: &str) -> usize {
-        self.shared.pubsub.count(topic)
-    }
-
-    /// Sends `msg` to `handle_info` of every channel joined to `topic` (asynchronously, so it is
-    /// safe to call from a channel callback).
-    pub fn send_info(&self, topic: &str, msg: Value) {
-        let weak = Arc::downgrade(&self.shared);
-        let topic = topic.to_string();
-        self.shared.timers.schedule(Duration::ZERO, move || {
-            let Some(shared) = weak.upgrade() else { return };
-            let conns: Vec<Arc<Conn>> = lock(&shared.conns).values().cloned().collect();
-            for c in conns {
-                conn::deliver_info(&shared, &c, &topic, None, msg.clone());
-            }
-        });
-    }
-
-    /// Runs `f` on the server's timer thread after `delay`.
-    pub fn run_after(&self, delay: Duration, f: impl FnOnce() + Send + 'static) {
-        self.shared.timers.schedule(delay, f);
     }
 }
 
@@ -668,7 +417,7 @@ impl std::fmt::Debug for Faults {
 }
 
 impl Faults {
-    fn conns(&self) -> Vec<Arc<Conn>> {
+    fn conns(&self) -> Vec<Arc<dyn Connection>> {
         match self.shared.upgrade() {
             Some(s) => lock(&s.conns).values().cloned().collect(),
             None => Vec::new(),
@@ -680,9 +429,9 @@ impl Faults {
     pub fn drop_all_connections(&self, send_close_frame: bool) {
         for c in self.conns() {
             if send_close_frame {
-                c.close(1001, "going away");
+                c.peer().close(1001, "going away");
             } else {
-                c.kill();
+                c.peer().kill();
             }
         }
     }
@@ -732,9 +481,7 @@ impl Faults {
 
     /// Slow consumer: stop reading client sockets (their kernel buffers fill up).
     pub fn stop_reading(&self, yes: bool) {
-        self.state.stop_reading.store(yes, Ordering::SeqCst);
-        let _g = lock(&self.state.reading_mx);
-        self.state.reading_cv.notify_all();
+        self.state.set_stop_reading(yes);
     }
 
     /// Delays every outgoing frame by `d` (order kept); zero turns it off.
@@ -752,17 +499,14 @@ impl Faults {
     /// Closes each connection (code 1000) after it has sent `n` more frames; `None` turns it off.
     /// `Some(0)` closes every connection now.
     pub fn close_after_frames(&self, n: Option<u64>) {
-        self.state
-            .close_after_n
-            .store(n.unwrap_or(u64::MAX), Ordering::Release);
-        self.state.close_after_gen.fetch_add(1, Ordering::AcqRel);
+        self.state.set_close_after(n);
         for c in self.conns() {
-            c.wake_writer();
+            c.peer().wake_writer();
         }
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+fn accept_loop(shared: &Arc<Shared>, routes: &Arc<Routes>, listener: TcpListener) {
     let mut listener = Some(listener);
     loop {
         if shared.shutdown.load(Ordering::SeqCst) {
@@ -784,7 +528,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                         continue;
                     }
                     drop(ctl);
-                    spawn_connection(shared, stream);
+                    spawn_connection(shared, routes, stream);
                 }
                 Err(_) => thread::sleep(Duration::from_millis(10)),
             }
@@ -841,16 +585,17 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     }
 }
 
-fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream) {
+fn spawn_connection(shared: &Arc<Shared>, routes: &Arc<Routes>, stream: TcpStream) {
     let id = shared.next_id();
     if let Ok(clone) = stream.try_clone() {
         lock(&shared.sockets).insert(id, clone);
     }
     let s2 = shared.clone();
+    let routes = routes.clone();
     let spawned = thread::Builder::new()
         .name(format!("pts-conn-{id}"))
         .spawn(move || {
-            handle_connection(&s2, id, stream);
+            handle_connection(&s2, &routes, id, stream);
             lock(&s2.sockets).remove(&id);
         });
     match spawned {
@@ -879,7 +624,7 @@ enum Decision {
     },
 }
 
-fn handle_connection(shared: &Arc<Shared>, id: u64, mut stream: TcpStream) {
+fn handle_connection(shared: &Arc<Shared>, routes: &Arc<Routes>, id: u64, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let req = match http::read_request(&mut stream) {
@@ -904,7 +649,7 @@ fn handle_connection(shared: &Arc<Shared>, id: u64, mut stream: TcpStream) {
             accepted,
         } => {
             let head = http::upgrade_response(&key, subprotocol);
-            conn::run(shared, id, stream, &head, accepted);
+            conn::run(shared, routes, id, stream, &head, accepted);
         }
     }
 }
@@ -989,7 +734,7 @@ fn decide(shared: &Arc<Shared>, req: &Request) -> Decision {
     let Some(ser) = http::negotiate(params.get("vsn").map(String::as_str)) else {
         return forbidden(sp.token);
     };
-    let refused = lock(&shared.accept).active(crate::Refusal::Http403);
+    let refused = lock(&shared.accept).active(Refusal::Http403);
     if refused {
         return forbidden(sp.token);
     }

@@ -1,11 +1,15 @@
 //! One timer thread per server: runs closures at a deadline (`send_after`, delayed replies).
+//!
+//! Owns the timer queue ([`Timers`]); the thread itself is started by `server`. Depends only on
+//! `locks`: the tasks are opaque closures, so this module knows nothing of connections or
+//! channels.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::server::lock;
+use crate::locks::lock;
 
 type Task = Box<dyn FnOnce() + Send>;
 

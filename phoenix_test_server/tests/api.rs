@@ -722,7 +722,10 @@ fn tolerate_bad_frames_answers_instead_of_closing() {
     send_binary(&mut ws, vec![0, 200, 1, 2, 3]);
     assert_eq!(recv_json(&mut ws), want);
     // Still open, the channel still answers.
-    send_json(&mut ws, json!(["1", "3", "echo:t", "echo", {"still": "here"}]));
+    send_json(
+        &mut ws,
+        json!(["1", "3", "echo:t", "echo", {"still": "here"}]),
+    );
     let reply = recv_json(&mut ws);
     assert_eq!(reply[4]["response"], json!({"still": "here"}), "{reply}");
 
