@@ -926,7 +926,10 @@ fn duplicate_join_old_channel_closes_on_its_phx_close_before_or_without_the_leav
     let ev = h.events();
     joined_rejoin(&ev, new);
     assert_eq!(close_reason(&ev, old), CloseReason::Replaced);
-    assert_eq!(outcome(&ev, p), PushOutcome::Dropped(DropReason::ChannelClosed));
+    assert_eq!(
+        outcome(&ev, p),
+        PushOutcome::Dropped(DropReason::ChannelClosed)
+    );
     assert_eq!(h.s.channel(old), None);
     assert_eq!(h.state(new), Some(ChannelState::Joined));
     assert_eq!(h.s.channel_for_topic("room:x"), Some(new));
@@ -934,7 +937,10 @@ fn duplicate_join_old_channel_closes_on_its_phx_close_before_or_without_the_leav
     h.advance(SECS(30));
     let ev = h.events();
     assert!(
-        !ev.iter().any(|e| matches!(e, Event::ChannelClosed { .. } | Event::ChannelErrored { .. })),
+        !ev.iter().any(|e| matches!(
+            e,
+            Event::ChannelClosed { .. } | Event::ChannelErrored { .. }
+        )),
         "{ev:#?}"
     );
     assert_eq!(h.state(new), Some(ChannelState::Joined));
@@ -944,7 +950,10 @@ fn duplicate_join_old_channel_closes_on_its_phx_close_before_or_without_the_leav
     h.text(ctl(jr, "room:x", "phx_close"));
     let ev = h.events();
     assert_eq!(close_reason(&ev, old), CloseReason::Replaced);
-    assert_eq!(outcome(&ev, p), PushOutcome::Dropped(DropReason::ChannelClosed));
+    assert_eq!(
+        outcome(&ev, p),
+        PushOutcome::Dropped(DropReason::ChannelClosed)
+    );
     h.text(ok(4, 4, "room:x", "{}"));
     joined_rejoin(&h.events(), new);
     // A late leave reply (an idle server sends one) finds nothing to end.
@@ -962,8 +971,14 @@ fn a_leaving_channel_hears_only_how_it_ends() {
     h.text(ctl(jr, "room:x", "phx_error"));
     let ev = h.events();
     assert_eq!(close_reason(&ev, old), CloseReason::Replaced);
-    assert_eq!(outcome(&ev, p), PushOutcome::Dropped(DropReason::ChannelClosed));
-    assert!(!ev.iter().any(|e| matches!(e, Event::ChannelErrored { .. })), "{ev:#?}");
+    assert_eq!(
+        outcome(&ev, p),
+        PushOutcome::Dropped(DropReason::ChannelClosed)
+    );
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::ChannelErrored { .. })),
+        "{ev:#?}"
+    );
     assert_eq!(h.s.channel_for_topic("room:x"), Some(new));
 
     // Messages and presence for the old join while it leaves are stale: not delivered to the
@@ -971,7 +986,12 @@ fn a_leaving_channel_hears_only_how_it_ends() {
     let (mut h, old, jr, new, p) = duplicate_join_in_flight();
     let stale = h.s.stats().stale_dropped;
     h.text(msg(Some(jr), "room:x", "news", r#"{"old":true}"#));
-    h.text(msg(Some(jr), "room:x", "presence_diff", r#"{"joins":{},"leaves":{}}"#));
+    h.text(msg(
+        Some(jr),
+        "room:x",
+        "presence_diff",
+        r#"{"joins":{},"leaves":{}}"#,
+    ));
     assert!(h.events().is_empty());
     assert_eq!(h.s.stats().stale_dropped, stale + 2);
     // A reply to the old channel's push still ends that push (by its ref), once.

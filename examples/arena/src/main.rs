@@ -55,6 +55,8 @@ fn main() {
             .is_some_and(|p| p == "https:");
         format!("{}://{host}/socket", if secure { "wss" } else { "ws" })
     });
+    // fastrand has no entropy source on wasm32: seed it, or every tab is the same player.
+    fastrand::seed((js_sys::Math::random() * u64::MAX as f64) as u64 ^ js_sys::Date::now() as u64);
     App::new()
         .add_plugins(
             DefaultPlugins

@@ -3,6 +3,7 @@
 //!   pushes and joins with the error replies of `PROTOCOL.md`, and the channel keeps working.
 //! - The game's networking, fed garbage by a hostile server, counts and logs it, stays joined,
 //!   and still applies the next good message.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

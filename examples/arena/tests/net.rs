@@ -5,6 +5,7 @@
 //! Against the Phoenix app in `server/` instead: `ARENA_URL=ws://127.0.0.1:4400/socket`, and for
 //! the restart part `ARENA_SERVER_STOP` / `ARENA_SERVER_START` (shell commands; without them the
 //! restart part is skipped, and says so).
+#![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

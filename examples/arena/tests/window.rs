@@ -2,6 +2,7 @@
 //! screenshot through Bevy, and the picture must show the arena with every player in it, not a
 //! blank or single-colour frame. Needs `xvfb-run` (Debian: xvfb xauth, plus mesa-vulkan-drivers);
 //! without it the test says so and passes (CI installs it).
+#![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;

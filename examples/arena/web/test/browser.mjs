@@ -136,6 +136,16 @@ try {
   const chat = await waitFor(observer, "the chat line", (l) => l === `CHAT "${joined.name}" "hello from the browser"`, 30_000);
   check("chat typed in the page reaches the native client", !!chat);
 
+  // A second tab is a second player (its own id: the page seeds its random numbers).
+  const page2 = await browser.newPage({ viewport: { width: 800, height: 600 } });
+  await page2.goto(url);
+  const second = await waitFor(observer, "a second browser player", (l) => {
+    const m = PLAYER.exec(l);
+    return m && m[2] !== "Watcher" && m[1] !== joined.id ? m[1] : null;
+  }, 180_000);
+  check("a second tab joins as a second player", !!second, second ? `${joined.id} and ${second}` : "");
+  await page2.close();
+
   await sleep(1000);
   if (shot) {
     await page.screenshot({ path: shot });
