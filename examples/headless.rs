@@ -74,13 +74,17 @@ fn main() {
             commands
                 .join_channel(
                     PhoenixChannel::new("room:lobby")
-                        .with_payload(&serde_json::json!({ "user_id": name })),
+                        .with_payload(&serde_json::json!({ "user_id": name }))
+                        .expect("a JSON object always encodes"),
                 )
                 .observe(|joined: On<ChannelJoined>| {
                     println!("joined {} (rejoin: {})", joined.topic, joined.rejoin);
                 });
         })
-        .add_systems(Update, (shout.run_if(phoenix_connected), print, quit))
+        .add_systems(
+            Update,
+            (shout.run_if(channel_joined("room:lobby")), print, quit),
+        )
         .run();
 }
 

@@ -5,40 +5,57 @@
 //!
 //! ## Guide
 //!
+//! Your `Cargo.toml` needs `bevy`, this crate, and `serde` (with the `derive` feature) for your
+//! payload types; `serde_json` is re-exported as [`serde_json`] for `json!`.
+//!
 //! Add the plugin with the socket endpoint, spawn a [`PhoenixChannel`](plugin::PhoenixChannel)
-//! entity to join a topic, and read what arrives:
+//! entity to join a topic, register the events you receive as your own types, and read them:
 //!
 //! ```no_run
 //! use bevy::prelude::*;
 //! use bevy_phoenix_channels::prelude::*;
+//! use bevy_phoenix_channels::serde_json::json;
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
-//! struct Move { x: f32, y: f32 }
+//! struct Move { id: String, x: f32, y: f32 }
 //!
-//! fn join(mut commands: Commands) {
-//!     commands.join_channel(PhoenixChannel::new("room:lobby").with_payload(&serde_json::json!({"user_id": "alice"})));
+//! impl ChannelEvent for Move {
+//!     const EVENT: &'static str = "move";
 //! }
 //!
-//! fn send_moves(mut commands: Commands) {
-//!     // 60 Hz state: fire-and-forget (the server handler answers `{:noreply, socket}`), no timers.
-//!     let msg = PushMessage::json("room:lobby", "move", &Move { x: 1.0, y: 2.0 }).unwrap();
-//!     commands.push(msg.fire_and_forget());
+//! fn join(mut commands: Commands) -> Result {
+//!     commands.join_channel(PhoenixChannel::new("room:lobby").with_payload(&json!({"user_id": "alice"}))?);
+//!     Ok(())
 //! }
 //!
-//! fn read_moves(mut inbox: MessageReader<ChannelMessage>) {
-//!     for msg in inbox.read().filter(|m| &*m.event == "move") {
-//!         if let Ok(m) = msg.decode::<Move>() {
-//!             info!("someone moved to {}, {}", m.x, m.y);
-//!         }
+//! fn send_moves(mut commands: Commands) -> Result {
+//!     // 60 Hz state: fire-and-forget (the server handler answers `{:noreply, socket}`): no
+//!     // timer, and no `PushReplied` unless it cannot be sent.
+//!     let push = PushMessage::event("room:lobby", &Move { id: "alice".into(), x: 1.0, y: 2.0 })?;
+//!     commands.push(push.fire_and_forget());
+//!     Ok(())
+//! }
+//!
+//! fn read_moves(mut moves: MessageReader<Received<Move>>) {
+//!     // Several moves of one player can arrive in one frame (after a slow frame): keep the last.
+//!     for m in latest_by(moves.read(), |m| m.value.id.clone()) {
+//!         info!("{} moved to {}, {}", m.value.id, m.value.x, m.value.y);
 //!     }
 //! }
 //!
 //! App::new()
 //!     .add_plugins((MinimalPlugins, PhoenixChannelsPlugin::new("ws://127.0.0.1:4000/socket")))
+//!     // Decoded once per message, however many systems read it; a payload that does not decode
+//!     // becomes a `ChannelDecodeError` (and a log line), never silence.
+//!     .add_channel_message::<Move>("move")
 //!     .add_systems(Startup, join)
-//!     .add_systems(Update, (send_moves.run_if(phoenix_connected), read_moves))
+//!     // Pushes wait for the channel, not just the socket: the socket opens before the join.
+//!     .add_systems(Update, (send_moves.run_if(channel_joined("room:lobby")), read_moves))
 //!     .run();
 //! ```
+//!
+//! The untyped stream is always there too: every push and broadcast is a
+//! [`ChannelMessage`](plugin::ChannelMessage) (`msg.is("move")`, `msg.decode::<T>()`).
 //!
 //! Requests that need an answer carry a [`PushHandle`](plugin::PushHandle); the answer is a
 //! [`PushReplied`](plugin::PushReplied) with the same handle, and every push gets exactly one:
@@ -75,7 +92,7 @@
 //!
 //! fn join(mut commands: Commands) {
 //!     commands
-//!         .join_channel(PhoenixChannel::new("private:vault").with_payload(&serde_json::json!({"password": "secret"})))
+//!         .join_channel(PhoenixChannel::new("private:vault").with_payload(&serde_json::json!({"password": "secret"})).unwrap())
 //!         .observe(|e: On<ChannelJoined>| info!("in {}", e.topic))
 //!         .observe(|e: On<ChannelErrored>, mut commands: Commands| {
 //!             if let ChannelError::JoinRefused(reason) = &e.reason {
@@ -112,6 +129,9 @@
 pub mod plugin;
 pub mod protocol;
 pub mod transport;
+
+/// `serde_json`, re-exported for `json!` and `Value` in your payloads.
+pub use serde_json;
 
 /// Everything a game needs, in one import.
 pub mod prelude {

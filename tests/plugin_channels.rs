@@ -101,7 +101,9 @@ fn join_refused_then_rejoins() {
     // The same channel with the password joins.
     let good = join(
         &mut app,
-        PhoenixChannel::new(unique("private:")).with_payload(&json!({"password": "secret"})),
+        PhoenixChannel::new(unique("private:"))
+            .with_payload(&json!({"password": "secret"}))
+            .unwrap(),
     );
     wait_joined(&mut app, good);
 }
@@ -226,7 +228,8 @@ fn fire_and_forget_is_sent() {
             &json!({"event": "ff", "payload": {"k": 7}, "noreply": true}),
         )
         .unwrap()
-        .fire_and_forget(),
+        .fire_and_forget()
+        .report_sent(),
     );
     let r = reply(&mut app, h);
     assert_eq!(r.outcome, PushOutcome::Sent);
@@ -307,7 +310,9 @@ fn room_app(url: &str, topic: &str, user: &str) -> (App, Entity) {
         .add_systems(Update, record_arrivals);
     let ch = join(
         &mut app,
-        PhoenixChannel::new(topic).with_payload(&json!({"user_id": user})),
+        PhoenixChannel::new(topic)
+            .with_payload(&json!({"user_id": user}))
+            .unwrap(),
     );
     wait_joined(&mut app, ch);
     (app, ch)

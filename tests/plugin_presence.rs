@@ -13,7 +13,9 @@ fn member(url: &str, topic: &str, user: &str) -> (App, Entity) {
     let mut app = app(config(url));
     let ch = join(
         &mut app,
-        PhoenixChannel::new(topic).with_payload(&json!({ "user_id": user })),
+        PhoenixChannel::new(topic)
+            .with_payload(&json!({ "user_id": user }))
+            .unwrap(),
     );
     wait_joined(&mut app, ch);
     (app, ch)
@@ -156,6 +158,7 @@ fn presence_off_delivers_plain_messages() {
         &mut app,
         PhoenixChannel::new(&topic)
             .with_payload(&json!({"user_id": "dave"}))
+            .unwrap()
             .without_presence(),
     );
     wait_joined(&mut app, ch);

@@ -89,12 +89,15 @@ fn server_restart_reconnects_and_rejoins_every_channel() {
     let room_topic = unique("room:restart-");
     let room = join(
         &mut app,
-        PhoenixChannel::new(&room_topic).with_payload(&json!({"user_id": "ann"})),
+        PhoenixChannel::new(&room_topic)
+            .with_payload(&json!({"user_id": "ann"}))
+            .unwrap(),
     );
     let private = join(
         &mut app,
         PhoenixChannel::new(unique("private:restart-"))
-            .with_payload(&json!({"password": "secret"})),
+            .with_payload(&json!({"password": "secret"}))
+            .unwrap(),
     );
     let chans = [echo, room, private];
     for c in chans {
@@ -469,7 +472,9 @@ fn edited_join_payload_is_sent_with_the_rejoin() {
     let topic = unique("room:edit-");
     let room = join(
         &mut app,
-        PhoenixChannel::new(&topic).with_payload(&json!({"user_id": "before"})),
+        PhoenixChannel::new(&topic)
+            .with_payload(&json!({"user_id": "before"}))
+            .unwrap(),
     );
     wait_joined(&mut app, room);
     pump_until(&mut app, 10, "tracked as before", |_| {

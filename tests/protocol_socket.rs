@@ -557,10 +557,17 @@ fn push_timeout_while_buffered_and_in_flight() {
     no_outcome(&h.events(), p);
     h.advance(MS(1));
     assert_eq!(outcome(&h.events(), p), PushOutcome::Timeout);
-    let before = h.s.stats().unroutable_dropped;
+    let before = *h.s.stats();
     h.text(ok(jr, p.0, "room:y", "{}"));
     assert!(h.events().is_empty(), "late reply ignored");
-    assert_eq!(h.s.stats().unroutable_dropped, before + 1);
+    assert_eq!(h.s.stats().ignored_replies, before.ignored_replies + 1);
+    assert_eq!(h.s.stats().unroutable_dropped, before.unroutable_dropped);
+    // A reply to a ref this socket never made is unroutable.
+    h.text(ok(jr, 999_999, "room:y", "{}"));
+    assert_eq!(
+        h.s.stats().unroutable_dropped,
+        before.unroutable_dropped + 1
+    );
 }
 
 #[test]
@@ -957,10 +964,10 @@ fn duplicate_join_old_channel_closes_on_its_phx_close_before_or_without_the_leav
     h.text(ok(4, 4, "room:x", "{}"));
     joined_rejoin(&h.events(), new);
     // A late leave reply (an idle server sends one) finds nothing to end.
-    let before = h.s.stats().unroutable_dropped;
+    let before = h.s.stats().ignored_replies;
     h.text(ok(jr, 3, "room:x", "{}"));
     assert!(h.events().is_empty());
-    assert_eq!(h.s.stats().unroutable_dropped, before + 1);
+    assert_eq!(h.s.stats().ignored_replies, before + 1);
     assert_eq!(h.state(new), Some(ChannelState::Joined));
 }
 

@@ -605,7 +605,9 @@ async fn plugin_presence_and_binary_broadcast() {
     let topic = unique("room:web-");
     let ch = joined(
         &mut app,
-        PhoenixChannel::new(&topic).with_payload(&json!({"user_id": "wasm-alice"})),
+        PhoenixChannel::new(&topic)
+            .with_payload(&json!({"user_id": "wasm-alice"}))
+            .unwrap(),
     )
     .await;
     pump_until(&mut app, 10, "presence lists wasm-alice", |w| {

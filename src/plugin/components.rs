@@ -102,6 +102,10 @@ pub struct PhoenixSocket {
     pub(crate) started: bool,
     pub(crate) channel_entities: HashMap<ChannelId, Entity>,
     pub(crate) entity_channels: HashMap<Entity, ChannelId>,
+    /// Connection failures since the last open (only the first is logged as a warning).
+    pub(crate) failures_in_a_row: u32,
+    /// Channels that errored and have not joined again (only the first error is a warning).
+    pub(crate) errored_channels: bevy::platform::collections::HashSet<ChannelId>,
 }
 
 impl PhoenixSocket {
@@ -114,6 +118,8 @@ impl PhoenixSocket {
             started: false,
             channel_entities: HashMap::default(),
             entity_channels: HashMap::default(),
+            failures_in_a_row: 0,
+            errored_channels: Default::default(),
         }
     }
 
@@ -206,14 +212,25 @@ impl PhoenixChannel {
         }
     }
 
-    /// Joins with this payload (any `Serialize`). An unserializable value logs an error and
-    /// joins with `{}`.
-    pub fn with_payload<T: serde::Serialize + ?Sized>(mut self, payload: &T) -> Self {
-        match OutPayload::json(payload) {
-            Ok(p) => self.payload = p,
-            Err(e) => error!("phoenix: join payload for {:?}: {e}", self.topic),
-        }
-        self
+    /// Joins with this payload (any `Serialize`). Like [`JoinChannel::with_payload`](super::JoinChannel::with_payload),
+    /// a value that does not serialize is an error, so a system can use `?`:
+    ///
+    /// ```
+    /// use bevy::prelude::*;
+    /// use bevy_phoenix_channels::prelude::*;
+    ///
+    /// fn join(mut commands: Commands) -> Result {
+    ///     commands.join_channel(PhoenixChannel::new("room:lobby").with_payload(&serde_json::json!({"user_id": "ada"}))?);
+    ///     Ok(())
+    /// }
+    /// # App::new().add_systems(Startup, join);
+    /// ```
+    pub fn with_payload<T: serde::Serialize + ?Sized>(
+        mut self,
+        payload: &T,
+    ) -> Result<Self, crate::protocol::EncodeError> {
+        self.payload = OutPayload::json(payload)?;
+        Ok(self)
     }
 
     /// Joins through this socket entity.

@@ -47,6 +47,12 @@ impl From<&str> for ChannelTarget {
     }
 }
 
+impl From<&String> for ChannelTarget {
+    fn from(topic: &String) -> Self {
+        ChannelTarget::from(topic.as_str())
+    }
+}
+
 impl From<String> for ChannelTarget {
     fn from(topic: String) -> Self {
         ChannelTarget::Topic {
@@ -115,6 +121,10 @@ pub struct PushMessage {
     pub options: PushOptions,
     /// The handle [`PushReplied`] will carry.
     pub handle: PushHandle,
+    /// For a fire-and-forget push: also write a [`PushReplied`] with [`PushOutcome::Sent`] when
+    /// it leaves (default false: only a push that is dropped reports, so 20 position updates a
+    /// second make no messages nobody reads).
+    pub report_sent: bool,
 }
 
 impl PushMessage {
@@ -130,6 +140,7 @@ impl PushMessage {
             payload,
             options: PushOptions::default(),
             handle: PushHandle::next(),
+            report_sent: false,
         }
     }
 
@@ -157,9 +168,19 @@ impl PushMessage {
         self
     }
 
-    /// Fire-and-forget: no reply expected, no timer; the outcome is `Sent`.
+    /// Fire-and-forget: no reply expected, no timer. Its outcome is [`PushOutcome::Sent`]
+    /// once it leaves, which is not reported unless you ask with
+    /// [`report_sent`](Self::report_sent); a fire-and-forget push that cannot leave (buffer
+    /// full, channel closed, connection lost, ...) still reports its `Dropped` outcome. A
+    /// reply the server sends anyway is counted in `SocketStats::ignored_replies`.
     pub fn fire_and_forget(mut self) -> Self {
         self.options.fire_and_forget = true;
+        self
+    }
+
+    /// Also report the `Sent` outcome of a fire-and-forget push.
+    pub fn report_sent(mut self) -> Self {
+        self.report_sent = true;
         self
     }
 
@@ -217,6 +238,11 @@ pub struct ChannelMessage {
 }
 
 impl ChannelMessage {
+    /// True when the event is `event` (`msg.is("move")`).
+    pub fn is(&self, event: &str) -> bool {
+        *self.event == *event
+    }
+
     /// Decodes the JSON payload into your type.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
         self.payload.decode()

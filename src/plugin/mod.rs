@@ -14,6 +14,7 @@ mod commands;
 mod components;
 mod diagnostics;
 mod messages;
+mod typed;
 mod wait;
 
 use bevy::ecs::system::{NonSendMarker, SystemParam};
@@ -22,8 +23,8 @@ use bevy::prelude::*;
 use web_time::Instant;
 
 use crate::protocol::{
-    ChannelState, Event as CoreEvent, JoinOptions, Output, PresenceEvent, PushOptions, PushOutcome,
-    TransportClosed,
+    ChannelError, ChannelState, Event as CoreEvent, JoinOptions, Output, PresenceEvent,
+    PushOptions, PushOutcome, TransportClosed,
 };
 use crate::transport::{self, Transport, TransportError, TransportEvent};
 
@@ -34,6 +35,10 @@ pub use components::{
 };
 pub use diagnostics::PhoenixDiagnosticsPlugin;
 pub use messages::*;
+pub use typed::{
+    ChannelDecodeError, ChannelEvent, ChannelRoute, PhoenixAppExt, Received, ReceivedOn,
+    TopicPattern, latest_by,
+};
 pub use wait::WaitForNetwork;
 
 /// Adds Phoenix Channels to an app.
@@ -67,11 +72,18 @@ impl PhoenixChannelsPlugin {
 pub enum PhoenixSystems {
     /// [`PreUpdate`]: poll transports, feed the core, fire timers, emit messages and events.
     Receive,
+    /// [`PreUpdate`], after [`Receive`](Self::Receive): decode typed messages (see
+    /// [`PhoenixAppExt::add_channel_message`]). Read [`Received`] after this set.
+    Decode,
     /// [`PostUpdate`]: apply commands, fire timers, write frames to the transports.
     Send,
     /// [`Last`]: with [`WaitForNetwork`], sleep until the network has something (native only).
     Wait,
 }
+
+/// The mark in a core push tag (above any `PushHandle`, which counts up from 1) for a
+/// fire-and-forget push whose `Sent` outcome is not reported.
+const QUIET_SENT: u64 = 1 << 63;
 
 /// Maps [`Time<Real>`] onto the core's clock: `base + real elapsed`.
 #[derive(Resource, Debug, Clone, Copy)]
@@ -131,7 +143,12 @@ impl Plugin for PhoenixChannelsPlugin {
             .add_message::<ChannelErrored>()
             .add_message::<ChannelRejoining>()
             .add_message::<ChannelClosed>()
+            .add_message::<ChannelDecodeError>()
             .configure_sets(PreUpdate, PhoenixSystems::Receive)
+            .configure_sets(
+                PreUpdate,
+                PhoenixSystems::Decode.after(PhoenixSystems::Receive),
+            )
             .configure_sets(PostUpdate, PhoenixSystems::Send)
             .add_systems(
                 PreUpdate,
@@ -164,6 +181,24 @@ impl Plugin for PhoenixChannelsPlugin {
 /// A run condition: the default socket is connected.
 pub fn phoenix_connected(sockets: Query<(&SocketStatus, Has<DefaultSocket>)>) -> bool {
     default_of(sockets.iter()).is_some_and(SocketStatus::is_connected)
+}
+
+/// A run condition: a channel of `topic` (on any socket) has joined. Gate what you push on
+/// it with this, not with [`phoenix_connected`]: the socket opens before the channel joins,
+/// and pushes made in between wait in a buffer and leave in a burst.
+pub fn channel_joined(
+    topic: impl Into<String>,
+) -> impl FnMut(Query<(&PhoenixChannel, &ChannelStatus)>) -> bool + Clone {
+    let topic: String = topic.into();
+    move |q: Query<(&PhoenixChannel, &ChannelStatus)>| {
+        q.iter()
+            .any(|(c, s)| s.0 == ChannelState::Joined && c.topic == topic)
+    }
+}
+
+/// A run condition: the given channel entity has joined.
+pub fn channel_entity_joined(channel: Entity) -> impl FnMut(Query<&ChannelStatus>) -> bool + Clone {
+    move |q: Query<&ChannelStatus>| q.get(channel).is_ok_and(|s| s.0 == ChannelState::Joined)
 }
 
 /// A run condition: the given socket entity is connected.
@@ -268,8 +303,11 @@ impl Sinks<'_, '_> {
                 });
             }
             CoreEvent::Reply(r) => {
-                // The plugin pushes with its handle as the core's tag.
-                let handle = PushHandle(r.tag);
+                // The plugin pushes with its handle as the core's tag (plus the quiet mark).
+                if r.tag & QUIET_SENT != 0 && r.outcome == PushOutcome::Sent {
+                    return;
+                }
+                let handle = PushHandle(r.tag & !QUIET_SENT);
                 if let PushOutcome::Dropped(reason) = &r.outcome {
                     debug!(
                         "phoenix: push {:?} on {:?} dropped: {reason:?}",
@@ -312,25 +350,45 @@ impl Sinks<'_, '_> {
                 debug!("phoenix: connecting (attempt {attempt})");
             }
             CoreEvent::Connected => {
-                info!("phoenix: connected");
+                match std::mem::take(&mut sock.failures_in_a_row) {
+                    0 => info!("phoenix: connected"),
+                    n => info!("phoenix: connected again after {n} failed attempts"),
+                }
                 let e = SocketConnected { entity: s };
                 self.connected.write(e.clone());
                 self.trigger_if_alive(s, e);
             }
             CoreEvent::Disconnected { reason } => {
-                info!("phoenix: disconnected: {reason:?}");
+                // The first failure of a run is a warning; the retries that follow are debug
+                // lines, so a console is not flooded while a server restarts.
+                if sock.failures_in_a_row == 0 {
+                    warn!("phoenix: disconnected: {reason:?}; reconnecting");
+                } else {
+                    debug!("phoenix: disconnected: {reason:?}");
+                }
+                sock.failures_in_a_row += 1;
                 let e = SocketDisconnected { entity: s, reason };
                 self.disconnected.write(e.clone());
                 self.trigger_if_alive(s, e);
             }
             CoreEvent::ConnectRefused { status } => {
-                warn!("phoenix: connect refused by the server (HTTP {status})");
+                if sock.failures_in_a_row == 0 {
+                    warn!("phoenix: connect refused by the server (HTTP {status})");
+                } else {
+                    debug!("phoenix: connect refused by the server (HTTP {status})");
+                }
+                sock.failures_in_a_row += 1;
                 let e = SocketConnectRefused { entity: s, status };
                 self.refused.write(e.clone());
                 self.trigger_if_alive(s, e);
             }
             CoreEvent::ConnectFailed { error } => {
-                warn!("phoenix: connect failed: {error}");
+                if sock.failures_in_a_row == 0 {
+                    warn!("phoenix: connect failed: {error}; retrying with backoff");
+                } else {
+                    debug!("phoenix: connect failed: {error}");
+                }
+                sock.failures_in_a_row += 1;
                 let e = SocketConnectFailed { entity: s, error };
                 self.failed.write(e.clone());
                 self.trigger_if_alive(s, e);
@@ -360,7 +418,11 @@ impl Sinks<'_, '_> {
                 response,
                 rejoin,
             } => {
-                debug!("phoenix: joined {topic}");
+                if sock.errored_channels.remove(&channel) {
+                    info!("phoenix: rejoined {topic}");
+                } else {
+                    debug!("phoenix: joined {topic}");
+                }
                 let entity = chan(sock, channel);
                 let e = ChannelJoined {
                     entity,
@@ -377,7 +439,15 @@ impl Sinks<'_, '_> {
                 topic,
                 reason,
             } => {
-                warn!("phoenix: channel {topic} errored: {reason:?}");
+                // The first error of a channel is a warning; the failed rejoins that follow
+                // (and ConnectionLost, which the disconnect already reported) are debug lines.
+                if matches!(reason, ChannelError::ConnectionLost)
+                    || !sock.errored_channels.insert(channel)
+                {
+                    debug!("phoenix: channel {topic} errored: {reason:?}");
+                } else {
+                    warn!("phoenix: channel {topic} errored: {reason:?}");
+                }
                 let entity = chan(sock, channel);
                 let e = ChannelErrored {
                     entity,
@@ -408,6 +478,7 @@ impl Sinks<'_, '_> {
                 reason,
             } => {
                 debug!("phoenix: channel {topic} closed: {reason:?}");
+                sock.errored_channels.remove(&channel);
                 let entity = chan(sock, channel);
                 sock.channel_entities.remove(&channel);
                 sock.entity_channels.remove(&entity);
@@ -821,8 +892,11 @@ fn send_system(
         let Ok((_, mut sock, _, _)) = sockets.get_mut(s) else {
             continue;
         };
+        // A quiet fire-and-forget push carries a mark in its tag, so its Sent outcome is not
+        // reported (no lookup table, no allocation per push).
+        let quiet = p.options.fire_and_forget && !p.report_sent;
         let options = PushOptions {
-            tag: p.handle.0,
+            tag: p.handle.0 | if quiet { QUIET_SENT } else { 0 },
             ..p.options
         };
         let _ = sock.core.push(now, id, &p.event, p.payload, options);

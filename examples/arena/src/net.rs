@@ -297,7 +297,9 @@ impl Plugin for ArenaNetPlugin {
         let channel = app
             .world_mut()
             .spawn((
-                PhoenixChannel::new(topic.clone()).with_payload(&join_request(&profile, None)),
+                PhoenixChannel::new(topic.clone())
+                    .with_payload(&join_request(&profile, None))
+                    .expect("a join request always encodes"),
                 Name::new("arena channel"),
             ))
             .id();
@@ -325,9 +327,14 @@ impl Plugin for ArenaNetPlugin {
             .init_resource::<ChatLog>()
             .init_resource::<NetStats>()
             .add_message::<SendChat>()
+            // The room's events, decoded once into our types (a payload that does not decode
+            // becomes a ChannelDecodeError, counted in NetStats::bad_payloads).
+            .add_channel_message::<Moved>(ChannelRoute::event("moved").on_topics("arena:*"))
+            .add_channel_message::<ChatLine>(ChannelRoute::event("chat").on_topics("arena:*"))
+            .add_channel_message::<Correct>(ChannelRoute::event("correct").on_topics("arena:*"))
             .configure_sets(
                 PreUpdate,
-                ArenaNetSystems::Receive.after(PhoenixSystems::Receive),
+                ArenaNetSystems::Receive.after(PhoenixSystems::Decode),
             )
             .configure_sets(
                 PostUpdate,
@@ -338,7 +345,7 @@ impl Plugin for ArenaNetPlugin {
                 (
                     on_socket_events,
                     on_joined,
-                    on_messages,
+                    (on_moved, on_chat, on_correct, on_bad_payloads),
                     on_presence,
                     on_replies,
                 )
@@ -527,26 +534,16 @@ fn on_joined(
                     remote.snap(now, pos);
                     remote.live = true;
                 }
-                _ => {
-                    let mut remote = RemotePlayer {
-                        live: true,
-                        ..default()
-                    };
-                    remote.snap(now, pos);
-                    let e = commands
-                        .spawn((
-                            Player {
-                                id: p.id.clone(),
-                                name: p.name.clone(),
-                                color: p.color,
-                            },
-                            remote,
-                            ArenaPos(pos),
-                            Name::new(format!("player {}", p.id)),
-                        ))
-                        .id();
-                    index.0.insert(p.id.clone(), e);
-                }
+                _ => spawn_remote(
+                    &mut commands,
+                    &mut index,
+                    Player {
+                        id: p.id.clone(),
+                        name: p.name.clone(),
+                        color: p.color,
+                    },
+                    Some((now, pos)),
+                ),
             }
         }
         let gone: Vec<String> = index
@@ -563,115 +560,135 @@ fn on_joined(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn on_messages(
+/// Spawns a remote player (placed at `at`, `(receive time, position)`, if known) and indexes it.
+fn spawn_remote(
+    commands: &mut Commands,
+    index: &mut PlayerIndex,
+    player: Player,
+    at: Option<(f64, Vec2)>,
+) {
+    let mut remote = RemotePlayer {
+        live: true,
+        ..default()
+    };
+    if let Some((now, pos)) = at {
+        remote.snap(now, pos);
+    }
+    let id = player.id.clone();
+    let e = commands
+        .spawn((
+            Name::new(format!("player {id}")),
+            player,
+            remote,
+            ArenaPos(at.map_or(Vec2::ZERO, |a| a.1)),
+        ))
+        .id();
+    index.0.insert(id, e);
+}
+
+fn on_moved(
     mut commands: Commands,
     time: Res<Time<Real>>,
-    mut inbox: MessageReader<ChannelMessage>,
+    mut moved: MessageReader<Received<Moved>>,
     session: Res<ArenaSession>,
     profile: Res<PlayerProfile>,
     mut index: ResMut<PlayerIndex>,
-    mut log: ResMut<ChatLog>,
     mut stats: ResMut<NetStats>,
-    mut remotes: Query<(&Player, &mut RemotePlayer)>,
-    mut local: Query<&mut ArenaPos, With<LocalPlayer>>,
+    mut remotes: Query<&mut RemotePlayer>,
 ) {
     let now = real_now(&time);
-    for m in inbox.read().filter(|m| m.channel == session.channel) {
-        match &*m.event {
-            "moved" => {
-                stats.moved_received += 1;
-                let Ok(mv) = m.decode::<Moved>().inspect_err(|e| {
-                    stats.bad_payloads += 1;
-                    warn!("arena: bad moved payload: {e}");
-                }) else {
-                    continue;
-                };
-                if mv.id == profile.id {
-                    continue;
-                }
-                if !inside(mv.x as f64, mv.y as f64) {
-                    stats.bad_payloads += 1;
-                    warn!("arena: moved outside the arena ignored: {mv:?}");
-                    continue;
-                }
-                let pos = Vec2::new(mv.x, mv.y);
-                match index.0.get(&mv.id).and_then(|e| remotes.get_mut(*e).ok()) {
-                    Some((_, mut r)) => {
-                        r.live = true;
-                        if mv.seq == 0 {
-                            r.snap(now, pos);
-                        } else {
-                            r.push(now, pos);
-                        }
-                    }
-                    None => {
-                        // Heard before its presence: placed now, named when presence arrives.
-                        let mut remote = RemotePlayer {
-                            live: true,
-                            ..default()
-                        };
-                        remote.snap(now, pos);
-                        let e = commands
-                            .spawn((
-                                Player {
-                                    id: mv.id.clone(),
-                                    name: mv.id.clone(),
-                                    color: 0,
-                                },
-                                remote,
-                                ArenaPos(pos),
-                                Name::new(format!("player {}", mv.id)),
-                            ))
-                            .id();
-                        index.0.insert(mv.id, e);
-                    }
+    for m in moved.read().filter(|m| m.channel == session.channel) {
+        stats.moved_received += 1;
+        let mv = &m.value;
+        if mv.id == profile.id {
+            continue;
+        }
+        if !inside(mv.x as f64, mv.y as f64) {
+            stats.bad_payloads += 1;
+            warn!("arena: moved outside the arena ignored: {mv:?}");
+            continue;
+        }
+        let pos = Vec2::new(mv.x, mv.y);
+        match index.0.get(&mv.id).and_then(|e| remotes.get_mut(*e).ok()) {
+            Some(mut r) => {
+                r.live = true;
+                if mv.seq == 0 {
+                    r.snap(now, pos);
+                } else {
+                    r.push(now, pos);
                 }
             }
-            "chat" => match m.decode::<ChatLine>() {
-                Ok(c) => {
-                    stats.chats_received += 1;
-                    let color = index
-                        .0
-                        .get(&c.id)
-                        .and_then(|e| remotes.get(*e).ok().map(|(p, _)| p.color))
-                        .unwrap_or(if c.id == profile.id { profile.color } else { 0 });
-                    log.add(
-                        LogKind::Chat {
-                            name: c.name,
-                            color,
-                        },
-                        c.text,
-                    );
-                }
-                Err(e) => {
-                    stats.bad_payloads += 1;
-                    warn!("arena: bad chat payload: {e}");
-                }
-            },
-            "correct" => match m.decode::<Correct>() {
-                Ok(c) if !inside(c.x as f64, c.y as f64) => {
-                    stats.bad_payloads += 1;
-                    warn!("arena: correct outside the arena ignored: {c:?}");
-                }
-                Ok(c) => {
-                    stats.corrections += 1;
-                    debug!(
-                        "arena: move refused ({}), back to {}, {}",
-                        c.reason, c.x, c.y
-                    );
-                    if let Ok(mut pos) = local.single_mut() {
-                        pos.0 = Vec2::new(c.x, c.y);
-                    }
-                }
-                Err(e) => {
-                    stats.bad_payloads += 1;
-                    warn!("arena: bad correct payload: {e}");
-                }
-            },
-            other => debug!("arena: ignoring event {other:?}"),
+            // Heard before its presence: placed now, named when presence arrives.
+            None => spawn_remote(
+                &mut commands,
+                &mut index,
+                Player {
+                    id: mv.id.clone(),
+                    name: mv.id.clone(),
+                    color: 0,
+                },
+                Some((now, pos)),
+            ),
         }
     }
+}
+
+fn on_chat(
+    mut chat: MessageReader<Received<ChatLine>>,
+    session: Res<ArenaSession>,
+    profile: Res<PlayerProfile>,
+    index: Res<PlayerIndex>,
+    players: Query<&Player>,
+    mut log: ResMut<ChatLog>,
+    mut stats: ResMut<NetStats>,
+) {
+    for m in chat.read().filter(|m| m.channel == session.channel) {
+        stats.chats_received += 1;
+        let c = &m.value;
+        let color = index
+            .0
+            .get(&c.id)
+            .and_then(|e| players.get(*e).ok())
+            .map_or(if c.id == profile.id { profile.color } else { 0 }, |p| {
+                p.color
+            });
+        log.add(
+            LogKind::Chat {
+                name: c.name.clone(),
+                color,
+            },
+            c.text.clone(),
+        );
+    }
+}
+
+fn on_correct(
+    mut correct: MessageReader<Received<Correct>>,
+    session: Res<ArenaSession>,
+    mut stats: ResMut<NetStats>,
+    mut local: Query<&mut ArenaPos, With<LocalPlayer>>,
+) {
+    for m in correct.read().filter(|m| m.channel == session.channel) {
+        let c = &m.value;
+        if !inside(c.x as f64, c.y as f64) {
+            stats.bad_payloads += 1;
+            warn!("arena: correct outside the arena ignored: {c:?}");
+            continue;
+        }
+        stats.corrections += 1;
+        debug!(
+            "arena: move refused ({}), back to {}, {}",
+            c.reason, c.x, c.y
+        );
+        if let Ok(mut pos) = local.single_mut() {
+            pos.0 = Vec2::new(c.x, c.y);
+        }
+    }
+}
+
+/// Payloads that do not decode into our types (the plugin logs each one).
+fn on_bad_payloads(mut errors: MessageReader<ChannelDecodeError>, mut stats: ResMut<NetStats>) {
+    stats.bad_payloads += errors.read().count() as u64;
 }
 
 fn meta_of(entry: &PresenceEntry) -> Option<PlayerMeta> {
@@ -740,24 +757,17 @@ fn on_presence(
                                 p.color = meta.color;
                             }
                         }
-                        None => {
-                            let e = commands
-                                .spawn((
-                                    Player {
-                                        id: key.clone(),
-                                        name: meta.name,
-                                        color: meta.color,
-                                    },
-                                    RemotePlayer {
-                                        live: true,
-                                        ..default()
-                                    },
-                                    ArenaPos::default(),
-                                    Name::new(format!("player {key}")),
-                                ))
-                                .id();
-                            index.0.insert(key.clone(), e);
-                        }
+                        // Known by presence only: shown once a position arrives.
+                        None => spawn_remote(
+                            &mut commands,
+                            &mut index,
+                            Player {
+                                id: key.clone(),
+                                name: meta.name,
+                                color: meta.color,
+                            },
+                            None,
+                        ),
                     }
                 }
                 let gone: Vec<String> = index
@@ -840,7 +850,7 @@ fn send_moves(
         y: pos.0.y,
         seq: session.seq,
     };
-    match PushMessage::json(session.topic.as_str(), "move", &mv) {
+    match PushMessage::event(session.topic.as_str(), &mv) {
         Ok(push) => {
             commands.push(push.fire_and_forget());
             session.last_sent = Some(pos.0);
@@ -869,7 +879,7 @@ fn send_chat(
         let msg = ChatSend {
             text: text.to_owned(),
         };
-        match PushMessage::json(session.topic.as_str(), "chat", &msg) {
+        match PushMessage::event(session.topic.as_str(), &msg) {
             Ok(push) => {
                 let handle = commands.push(push.with_timeout(Duration::from_secs(5)));
                 session.chats.insert(handle, text.to_owned());

@@ -123,6 +123,10 @@ pub struct Move {
     pub seq: u64,
 }
 
+impl bevy_phoenix_channels::plugin::ChannelEvent for Move {
+    const EVENT: &'static str = "move";
+}
+
 /// `moved`, server to the others: a move with the mover's id, added by the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Moved {
@@ -152,6 +156,10 @@ pub struct Correct {
 pub struct ChatSend {
     /// The text (trimmed and checked by the server).
     pub text: String,
+}
+
+impl bevy_phoenix_channels::plugin::ChannelEvent for ChatSend {
+    const EVENT: &'static str = "chat";
 }
 
 /// `chat`, server to everyone.

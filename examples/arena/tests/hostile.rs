@@ -243,7 +243,7 @@ fn hostile_joins_are_refused_with_a_reason() {
     for (payload, want) in cases {
         let e = app
             .world_mut()
-            .spawn(PhoenixChannel::new(LOBBY).with_payload(&payload))
+            .spawn(PhoenixChannel::new(LOBBY).with_payload(&payload).unwrap())
             .id();
         let mut got = None;
         pump(&mut app, &format!("the refusal {want}"), |a| {

@@ -402,8 +402,12 @@ pub struct SocketStats {
     pub reconnects: u64,
     /// Messages dropped because their join_ref was not the channel's current one.
     pub stale_dropped: u64,
-    /// Messages for a topic or ref this socket does not know (late replies, old channels).
+    /// Messages for a topic or ref this socket does not know (refs it never made, topics it
+    /// has not joined).
     pub unroutable_dropped: u64,
+    /// Replies to pushes that expected none (fire-and-forget) or had already ended (timed out,
+    /// dropped, a replaced channel's leave): expected, and not an error.
+    pub ignored_replies: u64,
     /// Frames that could not be decoded.
     pub decode_errors: u64,
     /// Round trip of the last heartbeat.

@@ -89,7 +89,13 @@ impl Socket {
         // Anything else, on "phoenix" too (a channel may join that topic, as in phoenix.js,
         // and Phoenix refuses it with "unmatched topic"), is looked up by its ref.
         let Entry::Occupied(e) = self.pushes.entry(r) else {
-            self.stats.unroutable_dropped += 1;
+            // A ref we made: a reply to a push that expected none (fire-and-forget) or that
+            // has already ended (timeout, drop, a replaced channel's leave). Not an anomaly.
+            if r <= self.next_ref {
+                self.stats.ignored_replies += 1;
+            } else {
+                self.stats.unroutable_dropped += 1;
+            }
             return None;
         };
         if e.get().state != PushState::InFlight {
