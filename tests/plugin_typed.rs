@@ -229,6 +229,35 @@ fn typed_pushes_and_quiet_fire_and_forget() {
         json!({"v": 42})
     );
 
+    // ok_as: the value, or why there is none.
+    let h = push(
+        &mut app,
+        PushMessage::event(&topic, &Echo { v: 9 }).unwrap(),
+    );
+    #[derive(Deserialize)]
+    struct V {
+        v: u32,
+    }
+    assert_eq!(reply(&mut app, h).ok_as::<V>().unwrap().v, 9);
+    let h = push(
+        &mut app,
+        PushMessage::json(&topic, "error_reply", &json!({})).unwrap(),
+    );
+    match reply(&mut app, h).ok_as::<V>() {
+        Err(ReplyError::Refused(p)) => {
+            assert_eq!(p.decode::<Value>().unwrap(), json!({"reason": "requested"}))
+        }
+        other => panic!("{:?}", other.map(|v| v.v)),
+    }
+    let h = push(
+        &mut app,
+        PushMessage::event(&topic, &Echo { v: 1 }).unwrap(),
+    );
+    assert!(matches!(
+        reply(&mut app, h).ok_as::<String>(),
+        Err(ReplyError::Decode(_))
+    ));
+
     // Fire-and-forget reports nothing when it leaves; the server's reply (echo answers
     // anyway) is counted as ignored, not as an anomaly.
     let s = socket_entity(&mut app);

@@ -287,7 +287,65 @@ impl PushReplied {
             _ => None,
         }
     }
+
+    /// The ok reply decoded into your type, or why there is none: one `?` or `match` for a
+    /// request/response.
+    ///
+    /// ```
+    /// use bevy::prelude::*;
+    /// use bevy_phoenix_channels::prelude::*;
+    ///
+    /// #[derive(Resource)]
+    /// struct AskedScore(PushHandle);
+    ///
+    /// fn score(asked: Res<AskedScore>, mut replies: MessageReader<PushReplied>) -> Result {
+    ///     for r in replies.read().filter(|r| r.handle == asked.0) {
+    ///         let score: u32 = r.ok_as()?; // a refusal, timeout or drop is an error here
+    ///         info!("score {score}");
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # App::new().add_systems(Update, score);
+    /// ```
+    pub fn ok_as<T: DeserializeOwned>(&self) -> Result<T, ReplyError> {
+        match &self.outcome {
+            PushOutcome::Ok(p) => p.decode().map_err(ReplyError::Decode),
+            PushOutcome::Error(p) => Err(ReplyError::Refused(p.clone())),
+            PushOutcome::Timeout => Err(ReplyError::Timeout),
+            PushOutcome::Dropped(r) => Err(ReplyError::Dropped(r.clone())),
+            PushOutcome::Sent => Err(ReplyError::NoReply),
+        }
+    }
 }
+
+/// Why [`PushReplied::ok_as`] has no value.
+#[derive(Debug, Clone)]
+pub enum ReplyError {
+    /// The server answered with an error status; its response.
+    Refused(Payload),
+    /// No reply within the push timeout.
+    Timeout,
+    /// The push never got an answer (buffer full, channel closed, connection lost, ...).
+    Dropped(crate::protocol::DropReason),
+    /// A fire-and-forget push: there is no reply.
+    NoReply,
+    /// The ok response does not decode into the type asked for.
+    Decode(PayloadError),
+}
+
+impl std::fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyError::Refused(p) => write!(f, "the server refused: {p:?}"),
+            ReplyError::Timeout => write!(f, "no reply in time"),
+            ReplyError::Dropped(r) => write!(f, "dropped: {r:?}"),
+            ReplyError::NoReply => write!(f, "a fire-and-forget push has no reply"),
+            ReplyError::Decode(e) => write!(f, "the reply does not decode: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplyError {}
 
 /// A presence change (join or leave of a key) or a sync on a channel. The full list is in the
 /// channel's [`ChannelPresence`](super::ChannelPresence).
