@@ -586,6 +586,7 @@ fn spawn_remote(
     index.0.insert(id, e);
 }
 
+#[allow(clippy::too_many_arguments)]
 fn on_moved(
     mut commands: Commands,
     time: Res<Time<Real>>,
