@@ -4,6 +4,16 @@
 //! [`TransportEvent`]s in, in frame order, and is meant to be driven by `poll()` once per frame
 //! (until it returns `None`) and `send()` + `flush()` after the app has produced its messages.
 //!
+//! # Transports are pluggable
+//! The plugin drives every connection through the [`PhoenixTransport`] trait and opens each
+//! one (every reconnect too) through the socket's [`PhoenixConnector`], set with
+//! [`PhoenixSocketConfig::with_transport`](crate::plugin::PhoenixSocketConfig::with_transport).
+//! The default is [`BuiltinConnector`], which opens the built-in [`Transport`] described below.
+//! With the `ewebsock` feature, `ewebsock::EwebsockConnector` opens an ewebsock 0.8
+//! connection instead (see that module for what it cannot do). A game can plug in its own: a
+//! test double, a relay, a platform socket; [`PhoenixTransport`] states the contract, and
+//! [`WaitHint`] how a transport lets a native `WaitForNetwork` sleep.
+//!
 //! # Native (everything but `wasm32`)
 //! DNS, TCP connect (bounded by [`ConnectRequest::connect_timeout`]), `TCP_NODELAY`, optional TLS
 //! and the WebSocket upgrade run on a short-lived thread. The connected socket is then handed back,
