@@ -111,17 +111,40 @@ impl PhoenixTransport for Double {
     }
 
     fn wait_hint(&self) -> WaitHint<'_> {
-        if self.wakes && !self.done {
-            if self.line.lock().unwrap().incoming.is_empty() {
-                WaitHint::Waker
-            } else {
-                WaitHint::Ready
-            }
-        } else if self.done {
+        if self.done {
             WaitHint::Idle
+        } else if self.wakes && self.line.lock().unwrap().incoming.is_empty() {
+            WaitHint::Waker
         } else {
             WaitHint::Ready
         }
+    }
+}
+
+/// The double without a `wait_hint` of its own: the trait's default.
+struct DefaultHint(Double);
+
+impl PhoenixTransport for DefaultHint {
+    fn poll(&mut self) -> Option<TransportEvent> {
+        self.0.poll()
+    }
+
+    fn send(&mut self, frame: Transmit) -> Result<(), TransportError> {
+        self.0.send(frame)
+    }
+
+    fn flush(&mut self) {}
+
+    fn close(&mut self) {
+        self.0.close()
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.0.stats()
     }
 }
 
@@ -138,12 +161,17 @@ impl PhoenixConnector for DoubleConnector {
             ..Line::default()
         }));
         self.wire.lines.lock().unwrap().push(line.clone());
-        Box::new(Double {
+        let double = Double {
             line,
             open: false,
             done: false,
             wakes: self.wakes && waker.is_active(),
-        })
+        };
+        if self.wakes {
+            Box::new(double)
+        } else {
+            Box::new(DefaultHint(double))
+        }
     }
 
     fn name(&self) -> &str {
