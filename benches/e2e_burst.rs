@@ -83,8 +83,8 @@ fn count_ticks(mut inbox: MessageReader<ChannelMessage>, mut t: ResMut<Ticks>) {
     }
 }
 
-fn plugin(server: &ServerProcess, n: u64, single: bool, wait: bool) -> Sample {
-    let mut app = support::plugin_app(&server.url);
+fn plugin(server: &ServerProcess, n: u64, single: bool, wait: bool, ewebsock: bool) -> Sample {
+    let mut app = support::plugin_app_on(&server.url, ewebsock);
     app.insert_resource(Ticks {
         target: u64::MAX,
         ..default()
@@ -156,8 +156,9 @@ fn main() {
             results[0].1.push(r);
         }
         if support::enabled("plugin") {
-            for (i, single, wait) in support::plugin_rows() {
-                let p = plugin(&server, n, single, wait);
+            for (i, single, wait, ewebsock) in support::plugin_rows() {
+                let p = plugin(&server, n, single, wait, ewebsock);
+                support::settle(ewebsock);
                 eprintln!("run {run}: {} {p:?}", results[i].0);
                 results[i].1.push(p);
             }
@@ -208,9 +209,22 @@ fn main() {
             scpu(v)
         );
     }
+    for (e, b) in support::EWEBSOCK_PAIRS {
+        let (ev, bv) = (&results[e].1, &results[b].1);
+        if ev.is_empty() || bv.is_empty() {
+            continue;
+        }
+        println!(
+            "\n{} ÷ {}: msgs/s {}, client CPU/msg {}",
+            results[e].0,
+            results[b].0,
+            support::ratio(rate(ev), rate(bv)),
+            support::ratio(cpu(ev), cpu(bv)),
+        );
+    }
     for (name, v) in results
         .iter()
-        .filter(|(name, _)| name.starts_with("plugin"))
+        .filter(|(name, v)| name.starts_with("plugin") && !v.is_empty())
     {
         let frames = support::median(&v.iter().map(|s| s.frames as f64).collect::<Vec<_>>());
         println!("\n{name}: median {frames:.0} app.update() calls per burst");

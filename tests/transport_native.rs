@@ -1,5 +1,12 @@
-//! Native transport against real sockets on 127.0.0.1: a tiny tungstenite server runs inside the
-//! test (one thread per connection). Poll loops with deadlines, no sleeps for correctness.
+//! Transport conformance, natively, against real sockets on 127.0.0.1: a tiny tungstenite server
+//! runs inside the test (one thread per connection). Poll loops with deadlines, no sleeps for
+//! correctness.
+//!
+//! Every conformance test is a function of a [`Kind`] (a connector plus what it is known not to
+//! do), run once per transport by [`conformance!`]: module `builtin` (the default transport) and,
+//! with `--features ewebsock`, module `ewebsock`. Where a transport cannot keep a promise of
+//! `PhoenixTransport` (ewebsock reports no close codes, for example), the test asserts what it
+//! does instead, so a change either way shows.
 // `result_large_err`: the handshake callback signature is tungstenite's.
 #![allow(clippy::unwrap_used, clippy::result_large_err, missing_docs)]
 
@@ -12,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use bevy_phoenix_channels::protocol::Transmit;
 use bevy_phoenix_channels::transport::{
-    CloseInfo, ConnectRequest, Transport, TransportError, TransportEvent,
+    BuiltinConnector, CloseInfo, ConnectRequest, NetworkWaker, PhoenixConnector, PhoenixTransport,
+    Transport, TransportError, TransportEvent,
 };
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::protocol::CloseFrame;
@@ -82,6 +90,57 @@ fn echo_server() -> u16 {
 
 // ---------------------------------------------------------------- client side
 
+/// A transport under test and what it is known not to do (each `false` is asserted as such).
+#[derive(Clone, Copy)]
+struct Kind {
+    connector: fn() -> Box<dyn PhoenixConnector>,
+    /// Reports the peer's close code and reason, and sends 1000 / 1009 when it closes.
+    close_codes: bool,
+    /// Reports the subprotocol the server picked in `Opened`.
+    reports_protocol: bool,
+    /// Accepts a server that picks any offered subprotocol, not only the first (ewebsock's
+    /// tungstenite 0.24 rejects the others; Phoenix picks the first, "phoenix", so Phoenix
+    /// sockets are not affected).
+    any_offered_protocol: bool,
+    /// Error texts say why (ewebsock's "URL error: Unable to connect" hides "refused").
+    error_details: bool,
+}
+
+const BUILTIN: Kind = Kind {
+    connector: || Box::new(BuiltinConnector),
+    close_codes: true,
+    reports_protocol: true,
+    any_offered_protocol: true,
+    error_details: true,
+};
+
+type Conn = Box<dyn PhoenixTransport>;
+
+impl Kind {
+    fn connect(&self, req: ConnectRequest) -> Conn {
+        (self.connector)().connect(req, &NetworkWaker::none())
+    }
+
+    fn open_with(&self, req: ConnectRequest) -> Conn {
+        let mut t = self.connect(req);
+        match next_event(&mut t, WAIT) {
+            TransportEvent::Opened { .. } => {}
+            other => panic!("expected Opened, got {other:?}"),
+        }
+        assert!(t.is_open());
+        t
+    }
+
+    fn open(&self, url: String) -> Conn {
+        self.open_with(request(url))
+    }
+
+    /// The close code a test expects: `code` from a transport that reports codes, else `None`.
+    fn code(&self, code: u16) -> Option<u16> {
+        self.close_codes.then_some(code)
+    }
+}
+
 fn request(url: String) -> ConnectRequest {
     ConnectRequest {
         connect_timeout: Duration::from_secs(5),
@@ -90,7 +149,7 @@ fn request(url: String) -> ConnectRequest {
 }
 
 /// Polls (and flushes) until an event arrives; panics after `within`.
-fn next_event(t: &mut Transport, within: Duration) -> TransportEvent {
+fn next_event(t: &mut Conn, within: Duration) -> TransportEvent {
     let end = Instant::now() + within;
     loop {
         if let Some(e) = t.poll() {
@@ -103,22 +162,8 @@ fn next_event(t: &mut Transport, within: Duration) -> TransportEvent {
     }
 }
 
-fn open_with(req: ConnectRequest) -> Transport {
-    let mut t = Transport::connect(req);
-    match next_event(&mut t, WAIT) {
-        TransportEvent::Opened { .. } => {}
-        other => panic!("expected Opened, got {other:?}"),
-    }
-    assert!(t.is_open());
-    t
-}
-
-fn open(url: String) -> Transport {
-    open_with(request(url))
-}
-
 /// After the terminal event: nothing more, ever, and sends are refused.
-fn assert_silent_forever(t: &mut Transport) {
+fn assert_silent_forever(t: &mut Conn) {
     for _ in 0..1000 {
         assert_eq!(t.poll(), None);
         t.flush();
@@ -148,7 +193,7 @@ fn transmit_of(i: usize) -> Transmit {
 }
 
 /// Sends `n` interleaved text/binary frames (some of 64 KiB) and checks the echoes, in order.
-fn interleaved_echo(t: &mut Transport, n: usize) {
+fn interleaved_echo(t: &mut Conn, n: usize) {
     for i in 0..n {
         t.send(transmit_of(i)).unwrap();
         if i % 500 == 0 {
@@ -179,10 +224,9 @@ fn transport_is_send_and_sync() {
     check::<Transport>();
 }
 
-#[test]
-fn open_and_echo_text() {
+fn open_and_echo_text(k: Kind) {
     let port = echo_server();
-    let mut t = open(url(port));
+    let mut t = k.open(url(port));
     t.send(Transmit::Text("hello".into())).unwrap();
     t.flush();
     assert_eq!(
@@ -194,25 +238,22 @@ fn open_and_echo_text() {
     assert_eq!((stats.messages_in, stats.bytes_in), (1, 5));
 }
 
-#[test]
-fn echo_binary() {
+fn echo_binary(k: Kind) {
     let port = echo_server();
-    let mut t = open(url(port));
+    let mut t = k.open(url(port));
     let payload: Vec<u8> = (0..=255).collect();
     t.send(Transmit::Binary(payload.clone())).unwrap();
     t.flush();
     assert_eq!(next_event(&mut t, WAIT), TransportEvent::Binary(payload));
 }
 
-#[test]
-fn interleaved_text_and_binary_keep_order_over_10k_messages() {
+fn interleaved_text_and_binary_keep_order_over_10k_messages(k: Kind) {
     let port = echo_server();
-    let mut t = open(url(port));
+    let mut t = k.open(url(port));
     interleaved_echo(&mut t, 10_000);
 }
 
-#[test]
-fn server_to_client_interleaved_burst_keeps_order() {
+fn server_to_client_interleaved_burst_keeps_order(k: Kind) {
     // The server writes 10k interleaved frames on its own (no echo), as fast as it can.
     let port = serve(|s| {
         let Some(mut ws) = accept(s) else { return };
@@ -227,7 +268,7 @@ fn server_to_client_interleaved_burst_keeps_order() {
         ws.flush().unwrap();
         echo_loop(ws);
     });
-    let mut t = open(url(port));
+    let mut t = k.open(url(port));
     for i in 0..10_000 {
         let expected = match transmit_of(i) {
             Transmit::Text(s) => TransportEvent::Text(s.into()),
@@ -237,10 +278,9 @@ fn server_to_client_interleaved_burst_keeps_order() {
     }
 }
 
-#[test]
-fn pipelined_100k_small_messages_arrive_complete_and_in_order() {
+fn pipelined_100k_small_messages_arrive_complete_and_in_order(k: Kind) {
     let port = echo_server();
-    let mut t = open(url(port));
+    let mut t = k.open(url(port));
     const N: usize = 100_000;
     for i in 0..N {
         t.send(Transmit::Text(format!("m{i}"))).unwrap();
@@ -258,10 +298,9 @@ fn pipelined_100k_small_messages_arrive_complete_and_in_order() {
     assert_eq!(stats.bytes_in, stats.bytes_out);
 }
 
-#[test]
-fn frames_sent_before_open_are_queued_in_order() {
+fn frames_sent_before_open_are_queued_in_order(k: Kind) {
     let port = echo_server();
-    let mut t = Transport::connect(request(url(port)));
+    let mut t = k.connect(request(url(port)));
     assert!(!t.is_open());
     t.send(Transmit::Text("early".into())).unwrap();
     t.send(Transmit::Binary(vec![1, 2, 3])).unwrap();
@@ -285,17 +324,20 @@ fn frames_sent_before_open_are_queued_in_order() {
     );
 }
 
-#[test]
-fn subprotocol_offered_and_answered() {
+fn subprotocol_offered_and_answered(k: Kind) {
     let port = echo_server();
-    let mut t = Transport::connect(ConnectRequest {
-        subprotocols: vec!["other".into(), "phoenix".into()],
+    // Phoenix's case: the server picks the first subprotocol offered.
+    let mut t = k.connect(ConnectRequest {
+        subprotocols: vec!["phoenix".into(), "other".into()],
         ..request(url(port))
     });
+    // ewebsock offers the subprotocols (the server only answers one it was offered) but does
+    // not say which one the server picked.
+    let picked = k.reports_protocol.then(|| "phoenix".to_owned());
     assert_eq!(
         next_event(&mut t, WAIT),
         TransportEvent::Opened {
-            protocol: Some("phoenix".into())
+            protocol: picked.clone()
         }
     );
     t.send(Transmit::Text("with protocol".into())).unwrap();
@@ -305,15 +347,29 @@ fn subprotocol_offered_and_answered() {
         TransportEvent::Text("with protocol".into())
     );
 
-    let mut plain = Transport::connect(request(url(port)));
+    // The server picks the second one offered.
+    let mut second = k.connect(ConnectRequest {
+        subprotocols: vec!["other".into(), "phoenix".into()],
+        ..request(url(port))
+    });
+    match next_event(&mut second, WAIT) {
+        TransportEvent::Opened { protocol } if k.any_offered_protocol => {
+            assert_eq!(protocol, picked)
+        }
+        TransportEvent::Failed(TransportError::Connect(msg)) if !k.any_offered_protocol => {
+            assert!(msg.contains("subprotocol"), "{msg}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    let mut plain = k.connect(request(url(port)));
     assert_eq!(
         next_event(&mut plain, WAIT),
         TransportEvent::Opened { protocol: None }
     );
 }
 
-#[test]
-fn http_403_on_upgrade_is_refused() {
+fn http_403_on_upgrade_is_refused(k: Kind) {
     let port = serve(|s| {
         let _ = tungstenite::accept_hdr(s, |_: &Request, _: Response| {
             let mut denied = ErrorResponse::new(Some("forbidden".into()));
@@ -321,7 +377,7 @@ fn http_403_on_upgrade_is_refused() {
             Err(denied)
         });
     });
-    let mut t = Transport::connect(request(url(port)));
+    let mut t = k.connect(request(url(port)));
     assert_eq!(
         next_event(&mut t, WAIT),
         TransportEvent::Failed(TransportError::Refused { status: 403 })
@@ -329,17 +385,17 @@ fn http_403_on_upgrade_is_refused() {
     assert_silent_forever(&mut t);
 }
 
-#[test]
-fn connection_refused_fails_quickly() {
+fn connection_refused_fails_quickly(k: Kind) {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     let start = Instant::now();
-    let mut t = Transport::connect(request(url(port)));
+    let mut t = k.connect(request(url(port)));
     match next_event(&mut t, WAIT) {
         TransportEvent::Failed(TransportError::Connect(msg)) => {
-            assert!(msg.contains("refused"), "{msg}")
+            // ewebsock: "URL error: Unable to connect to ws://…", without the cause.
+            assert_eq!(msg.contains("refused"), k.error_details, "{msg}")
         }
         other => panic!("expected Failed(Connect), got {other:?}"),
     }
@@ -347,8 +403,7 @@ fn connection_refused_fails_quickly() {
     assert_silent_forever(&mut t);
 }
 
-#[test]
-fn silent_server_hits_the_connect_timeout() {
+fn silent_server_hits_the_connect_timeout(k: Kind) {
     // Accepts TCP, never answers the upgrade.
     let port = serve(|mut s| {
         let mut buf = [0u8; 1024];
@@ -356,7 +411,7 @@ fn silent_server_hits_the_connect_timeout() {
     });
     let timeout = Duration::from_millis(300);
     let start = Instant::now();
-    let mut t = Transport::connect(ConnectRequest {
+    let mut t = k.connect(ConnectRequest {
         connect_timeout: timeout,
         ..ConnectRequest::new(url(port))
     });
@@ -378,8 +433,7 @@ fn silent_server_hits_the_connect_timeout() {
     assert_silent_forever(&mut t);
 }
 
-#[test]
-fn peer_close_1001_is_reported_and_answered() {
+fn peer_close_1001_is_reported_and_answered(k: Kind) {
     let (tx, rx) = mpsc::channel();
     let port = serve(move |s| {
         let Some(mut ws) = accept(s) else { return };
@@ -398,15 +452,22 @@ fn peer_close_1001_is_reported_and_answered() {
         };
         tx.send(answered).unwrap();
     });
-    let mut t = open(url(port));
-    assert_eq!(
-        next_event(&mut t, WAIT),
-        TransportEvent::Closed(CloseInfo {
-            code: Some(1001),
-            reason: "bye".into(),
-            by_peer: true,
-        })
-    );
+    let mut t = k.open(url(port));
+    match next_event(&mut t, WAIT) {
+        TransportEvent::Closed(info) if k.close_codes => assert_eq!(
+            info,
+            CloseInfo {
+                code: Some(1001),
+                reason: "bye".into(),
+                by_peer: true,
+            }
+        ),
+        // ewebsock: a close, but neither code nor reason.
+        TransportEvent::Closed(CloseInfo { code, by_peer, .. }) => {
+            assert_eq!((code, by_peer), (None, true))
+        }
+        other => panic!("expected Closed, got {other:?}"),
+    }
     assert!(!t.is_open());
     // Keep polling a little: the closing handshake completes in the background.
     let end = Instant::now() + WAIT;
@@ -422,14 +483,13 @@ fn peer_close_1001_is_reported_and_answered() {
     assert_silent_forever(&mut t);
 }
 
-#[test]
-fn peer_dropping_tcp_gives_closed_without_code() {
+fn peer_dropping_tcp_gives_closed_without_code(k: Kind) {
     let port = serve(|s| {
         let Some(mut ws) = accept(s) else { return };
         ws.send(Message::Text("last words".into())).unwrap();
         drop(ws);
     });
-    let mut t = open(url(port));
+    let mut t = k.open(url(port));
     assert_eq!(
         next_event(&mut t, WAIT),
         TransportEvent::Text("last words".into())
@@ -445,8 +505,7 @@ fn peer_dropping_tcp_gives_closed_without_code() {
     assert_silent_forever(&mut t);
 }
 
-#[test]
-fn frame_over_max_frame_size_fails_and_closes_with_1009() {
+fn frame_over_max_frame_size_fails_and_closes_with_1009(k: Kind) {
     let (tx, rx) = mpsc::channel();
     let port = serve(move |s| {
         let Some(mut ws) = accept(s) else { return };
@@ -460,7 +519,7 @@ fn frame_over_max_frame_size_fails_and_closes_with_1009() {
         };
         tx.send(code).unwrap();
     });
-    let mut t = open_with(ConnectRequest {
+    let mut t = k.open_with(ConnectRequest {
         max_frame_size: 1024,
         ..request(url(port))
     });
@@ -480,25 +539,22 @@ fn frame_over_max_frame_size_fails_and_closes_with_1009() {
         assert!(Instant::now() < end, "server never saw a close frame");
         thread::sleep(Duration::from_micros(50));
     };
-    assert_eq!(code, Some(1009));
+    // ewebsock closes without a code.
+    assert_eq!(code, k.code(1009));
     assert_silent_forever(&mut t);
 }
 
-#[test]
-fn exactly_one_terminal_event_then_none_forever() {
+fn exactly_one_terminal_event_then_none_forever(k: Kind) {
     let port = serve(|s| {
         let Some(mut ws) = accept(s) else { return };
         ws.close(None).unwrap();
         while ws.read().is_ok() {}
     });
-    let mut t = open(url(port));
-    assert!(matches!(
-        next_event(&mut t, WAIT),
-        TransportEvent::Closed(CloseInfo {
-            code: Some(1005),
-            ..
-        })
-    ));
+    let mut t = k.open(url(port));
+    match next_event(&mut t, WAIT) {
+        TransportEvent::Closed(CloseInfo { code, .. }) => assert_eq!(code, k.code(1005)),
+        other => panic!("expected Closed, got {other:?}"),
+    }
     // Even once the server has gone away entirely, nothing else is reported.
     let end = Instant::now() + Duration::from_millis(200);
     while Instant::now() < end {
@@ -508,8 +564,7 @@ fn exactly_one_terminal_event_then_none_forever() {
     assert_silent_forever(&mut t);
 }
 
-#[test]
-fn close_sends_1000_and_reports_nothing_more() {
+fn close_sends_1000_and_reports_nothing_more(k: Kind) {
     let (tx, rx) = mpsc::channel();
     let port = serve(move |s| {
         let Some(mut ws) = accept(s) else { return };
@@ -525,7 +580,7 @@ fn close_sends_1000_and_reports_nothing_more() {
         tx.send(code).unwrap();
         while ws.read().is_ok() {}
     });
-    let mut t = open(url(port));
+    let mut t = k.open(url(port));
     t.send(Transmit::Text("before close".into())).unwrap();
     t.flush();
     assert_eq!(
@@ -534,12 +589,12 @@ fn close_sends_1000_and_reports_nothing_more() {
     );
     t.close();
     assert!(!t.is_open());
-    assert_eq!(rx.recv_timeout(WAIT).unwrap(), Some(1000));
+    // ewebsock's Close frame has no code.
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), k.code(1000));
     assert_silent_forever(&mut t);
 }
 
-#[test]
-fn ping_is_answered_without_an_event() {
+fn ping_is_answered_without_an_event(k: Kind) {
     let port = serve(|s| {
         let Some(mut ws) = accept(s) else { return };
         ws.send(Message::Ping(b"are you there".to_vec().into()))
@@ -557,17 +612,16 @@ fn ping_is_answered_without_an_event() {
         }
         echo_loop(ws);
     });
-    let mut t = open(url(port));
+    let mut t = k.open(url(port));
     assert_eq!(
         next_event(&mut t, WAIT),
         TransportEvent::Text("pong received".into())
     );
 }
 
-#[test]
-fn invalid_urls_fail_without_panicking() {
+fn invalid_urls_fail_without_panicking(k: Kind) {
     for bad in ["not a url", "http://127.0.0.1:1/socket", "ws:///nohost"] {
-        let mut t = Transport::connect(ConnectRequest::new(bad));
+        let mut t = k.connect(ConnectRequest::new(bad));
         match next_event(&mut t, WAIT) {
             TransportEvent::Failed(TransportError::Connect(_)) => {}
             other => panic!("{bad}: expected Failed(Connect), got {other:?}"),
@@ -576,10 +630,9 @@ fn invalid_urls_fail_without_panicking() {
     }
 }
 
-#[test]
-fn idle_poll_does_not_allocate() {
+fn idle_poll_does_not_allocate(k: Kind) {
     let port = echo_server();
-    let mut t = open(url(port));
+    let mut t = k.open(url(port));
     t.send(Transmit::Text("warm up".into())).unwrap();
     t.flush();
     assert_eq!(
@@ -598,10 +651,81 @@ fn idle_poll_does_not_allocate() {
     assert_eq!(info.count_total, 0, "{info:?}");
 }
 
+/// One `#[test]` per conformance test, for the transport `$kind`.
+macro_rules! conformance {
+    ($kind:expr) => {
+        conformance!(
+            $kind;
+            open_and_echo_text,
+            echo_binary,
+            interleaved_text_and_binary_keep_order_over_10k_messages,
+            server_to_client_interleaved_burst_keeps_order,
+            pipelined_100k_small_messages_arrive_complete_and_in_order,
+            frames_sent_before_open_are_queued_in_order,
+            subprotocol_offered_and_answered,
+            http_403_on_upgrade_is_refused,
+            connection_refused_fails_quickly,
+            silent_server_hits_the_connect_timeout,
+            peer_close_1001_is_reported_and_answered,
+            peer_dropping_tcp_gives_closed_without_code,
+            frame_over_max_frame_size_fails_and_closes_with_1009,
+            exactly_one_terminal_event_then_none_forever,
+            close_sends_1000_and_reports_nothing_more,
+            ping_is_answered_without_an_event,
+            invalid_urls_fail_without_panicking,
+            idle_poll_does_not_allocate,
+        );
+    };
+    ($kind:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$test($kind)
+            }
+        )*
+    };
+}
+
+/// The built-in transport (the default).
+mod builtin {
+    conformance!(super::BUILTIN);
+}
+
+/// The ewebsock transport (feature `ewebsock`), with ewebsock's default options.
+#[cfg(feature = "ewebsock")]
+mod ewebsock {
+    use super::*;
+    use bevy_phoenix_channels::transport::ewebsock::EwebsockConnector;
+
+    const EWEBSOCK: Kind = Kind {
+        connector: || Box::new(EwebsockConnector::new()),
+        close_codes: false,
+        reports_protocol: false,
+        any_offered_protocol: false,
+        error_details: false,
+    };
+
+    conformance!(EWEBSOCK);
+
+    /// Built without ewebsock's `tls` feature: `wss://` fails as a TLS error, whatever this
+    /// crate's `tls` feature says (that one is the built-in transport's).
+    #[test]
+    fn wss_fails_cleanly_with_a_tls_error() {
+        let mut t = EWEBSOCK.connect(ConnectRequest::new("wss://127.0.0.1:1/socket"));
+        match next_event(&mut t, WAIT) {
+            TransportEvent::Failed(TransportError::Tls(msg)) => {
+                assert!(msg.contains("built-in transport"), "{msg}")
+            }
+            other => panic!("expected Failed(Tls), got {other:?}"),
+        }
+        assert_silent_forever(&mut t);
+    }
+}
+
 #[cfg(not(feature = "tls"))]
 #[test]
 fn wss_without_the_tls_feature_fails_cleanly() {
-    let mut t = Transport::connect(ConnectRequest::new("wss://127.0.0.1:1/socket"));
+    let mut t = BUILTIN.connect(ConnectRequest::new("wss://127.0.0.1:1/socket"));
     assert_eq!(
         next_event(&mut t, WAIT),
         TransportEvent::Failed(TransportError::Tls("built without the tls feature".into()))
@@ -660,7 +784,7 @@ mod tls {
     #[test]
     fn tls_echo_with_trusted_self_signed_cert() {
         let (port, cert) = tls_echo_server();
-        let mut t = open_with(trusting(port, &cert));
+        let mut t = BUILTIN.open_with(trusting(port, &cert));
         t.send(Transmit::Text("over tls".into())).unwrap();
         t.flush();
         assert_eq!(
@@ -689,7 +813,7 @@ mod tls {
         let timeout = Duration::from_secs(3);
         let start = Instant::now();
         // Default trust (webpki roots) does not include the self-signed certificate.
-        let mut t = Transport::connect(ConnectRequest {
+        let mut t = BUILTIN.connect(ConnectRequest {
             connect_timeout: timeout,
             ..ConnectRequest::new(wss(port))
         });
@@ -706,7 +830,7 @@ mod tls {
     #[test]
     fn tls_to_a_plain_server_fails_cleanly() {
         let port = echo_server();
-        let mut t = Transport::connect(ConnectRequest {
+        let mut t = BUILTIN.connect(ConnectRequest {
             connect_timeout: Duration::from_secs(3),
             ..ConnectRequest::new(wss(port))
         });

@@ -251,9 +251,25 @@ impl Raw {
 /// A headless app: `MinimalPlugins` + the plugin with a default socket to `url` and a long push
 /// timeout (nothing times out in a bench). No frame cap: the bench calls `app.update()` in a loop.
 pub fn plugin_app(url: &str) -> App {
+    plugin_app_on(url, false)
+}
+
+/// [`plugin_app`], over the ewebsock transport with `ewebsock` (feature `ewebsock`, with
+/// ewebsock's default options: a 10 ms read timeout).
+pub fn plugin_app_on(url: &str, ewebsock: bool) -> App {
     let mut app = App::new();
     let mut config =
         PhoenixSocketConfig::new(url).with(|s| s.with_push_timeout(Duration::from_secs(600)));
+    if ewebsock {
+        #[cfg(feature = "ewebsock")]
+        {
+            config = config.with_transport(
+                bevy_phoenix_channels::transport::ewebsock::EwebsockConnector::new(),
+            );
+        }
+        #[cfg(not(feature = "ewebsock"))]
+        panic!("the ewebsock rows need --features ewebsock");
+    }
     // BPC_E2E_BUDGET: frames read per socket per update (default: the plugin's default).
     if let Some(n) = std::env::var("BPC_E2E_BUDGET")
         .ok()
@@ -290,26 +306,45 @@ pub fn join(app: &mut App, topic: &str) -> Entity {
 }
 
 /// The result rows of `e2e_burst` and `e2e_rtt`, in print order.
-pub const ROWS: [&str; 6] = [
+pub const ROWS: [&str; 8] = [
     "raw tungstenite",
     "plugin",
     "phoenix.js",
     "plugin, single-threaded executor",
     "plugin + WaitForNetwork",
     "plugin + WaitForNetwork, single-threaded executor",
+    "plugin over ewebsock, single-threaded executor",
+    "plugin over ewebsock + WaitForNetwork, single-threaded executor",
 ];
 
+/// The ewebsock rows of [`ROWS`] and the built-in rows they compare with (same executor, same
+/// wait).
+pub const EWEBSOCK_PAIRS: [(usize, usize); 2] = [(6, 3), (7, 5)];
+
+/// After a run over ewebsock: lets its connection thread notice the dropped sender and end (it
+/// looks once per 10 ms read timeout), so the next client's CPU (summed over live threads) is
+/// not read across that thread's exit.
+pub fn settle(ewebsock: bool) {
+    if ewebsock {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// The plugin rows of [`ROWS`] this run measures, as (row, single-threaded executor,
-/// WaitForNetwork): all four, unless `BPC_E2E_ROWS` lists some (`1,5`, for profiling one).
-pub fn plugin_rows() -> impl Iterator<Item = (usize, bool, bool)> {
+/// WaitForNetwork, over ewebsock): all four built-in ones, plus the ewebsock one with
+/// `--features ewebsock`, unless `BPC_E2E_ROWS` lists some (`1,5`, for profiling one).
+pub fn plugin_rows() -> impl Iterator<Item = (usize, bool, bool, bool)> {
     let wanted = std::env::var("BPC_E2E_ROWS").unwrap_or_default();
     [
-        (1, false, false),
-        (3, true, false),
-        (4, false, true),
-        (5, true, true),
+        (1, false, false, false),
+        (3, true, false, false),
+        (4, false, true, false),
+        (5, true, true, false),
+        (6, true, false, true),
+        (7, true, true, true),
     ]
     .into_iter()
+    .filter(|(.., ewebsock)| cfg!(feature = "ewebsock") || !ewebsock)
     .filter(move |(i, ..)| {
         wanted.is_empty() || wanted.split(',').any(|r| r.trim() == i.to_string())
     })

@@ -4,6 +4,7 @@
 //! with [`PhoenixChannel`]: spawn it to join, despawn it to leave. Its [`ChannelStatus`] and,
 //! for presence channels, [`ChannelPresence`] are kept up to date by the plugin.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bevy::platform::collections::HashMap;
@@ -13,7 +14,9 @@ use crate::protocol::{
     ChannelId, ChannelState, ConnectionState, OutPayload, PresenceState, Socket, SocketConfig,
     SocketStats,
 };
-use crate::transport::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, TlsConfig};
+use crate::transport::{
+    BuiltinConnector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, PhoenixConnector, TlsConfig,
+};
 
 /// Everything needed to run one socket: the protocol settings plus transport limits.
 #[derive(Clone, Debug)]
@@ -33,6 +36,9 @@ pub struct PhoenixSocketConfig {
     pub max_frames_per_update: usize,
     /// Extra TLS trust roots for `wss://` (native, `tls` feature).
     pub tls: Option<TlsConfig>,
+    /// What opens this socket's connections, once per connect and reconnect: the built-in
+    /// transport ([`BuiltinConnector`]) unless set with [`with_transport`](Self::with_transport).
+    pub transport: Arc<dyn PhoenixConnector>,
 }
 
 impl PhoenixSocketConfig {
@@ -77,6 +83,29 @@ impl PhoenixSocketConfig {
         self.tls = Some(tls);
         self
     }
+
+    /// Opens this socket's connections with `connector` instead of the built-in transport: the
+    /// `ewebsock` one (feature `ewebsock`), or your own [`PhoenixTransport`](crate::transport::PhoenixTransport)
+    /// (a test double, a relay, a platform socket). Every connect and reconnect calls it.
+    ///
+    /// ```
+    /// use bevy_phoenix_channels::prelude::*;
+    /// use bevy_phoenix_channels::transport::{BuiltinConnector, ConnectRequest, NetworkWaker, Transport};
+    ///
+    /// // A closure is a connector too: here one that logs, then opens the built-in transport.
+    /// let config = PhoenixSocketConfig::new("ws://127.0.0.1:4000/socket").with_transport(
+    ///     |req: ConnectRequest, waker: &NetworkWaker| {
+    ///         bevy::log::info!("connecting to {}", req.url);
+    ///         Box::new(Transport::connect_waking(req, waker))
+    ///             as Box<dyn bevy_phoenix_channels::transport::PhoenixTransport>
+    ///     },
+    /// );
+    /// # let _ = BuiltinConnector;
+    /// ```
+    pub fn with_transport(mut self, connector: impl PhoenixConnector) -> Self {
+        self.transport = Arc::new(connector);
+        self
+    }
 }
 
 impl From<SocketConfig> for PhoenixSocketConfig {
@@ -88,6 +117,7 @@ impl From<SocketConfig> for PhoenixSocketConfig {
             auto_connect: true,
             max_frames_per_update: 8192,
             tls: None,
+            transport: Arc::new(BuiltinConnector),
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::protocol::{
     ChannelError, ChannelState, Event as CoreEvent, JoinOptions, Output, PresenceEvent,
     PushOptions, PushOutcome, TransportClosed,
 };
-use crate::transport::{self, Transport, TransportError, TransportEvent};
+use crate::transport::{self, PhoenixTransport, TransportError, TransportEvent};
 
 pub use commands::PhoenixCommandsExt;
 pub use components::{
@@ -106,18 +106,40 @@ impl Default for PhoenixClock {
     }
 }
 
-/// Open transports by socket entity. Not `Send` on the web, so a non-send resource.
+/// Open transports by socket entity, each made by its socket's
+/// [`PhoenixConnector`](transport::PhoenixConnector). Transports need not be `Send` (on the web
+/// they hold JavaScript objects), so this is a non-send resource.
 #[derive(Default)]
 pub struct PhoenixTransports {
-    map: HashMap<Entity, Transport>,
+    map: HashMap<Entity, Link>,
     /// Handed to new transports so that their handshake ends a [`WaitForNetwork`] sleep.
     waker: transport::NetworkWaker,
+}
+
+/// One socket's transport.
+struct Link {
+    transport: Box<dyn PhoenixTransport>,
+    /// The last `poll` returned `None`: everything the transport had was taken. Otherwise (the
+    /// read budget ran out) a network wait must not sleep, whatever the transport says.
+    drained: bool,
 }
 
 impl PhoenixTransports {
     /// Transport counters of a socket, if it has an open or opening transport.
     pub fn stats(&self, socket: Entity) -> Option<transport::TransportStats> {
-        self.map.get(&socket).map(Transport::stats)
+        self.map.get(&socket).map(|l| l.transport.stats())
+    }
+
+    /// What a network wait must watch, one hint per transport.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn wait_hints(&self) -> impl Iterator<Item = transport::WaitHint<'_>> {
+        self.map.values().map(|l| {
+            if l.drained {
+                l.transport.wait_hint()
+            } else {
+                transport::WaitHint::Ready
+            }
+        })
     }
 }
 
@@ -533,10 +555,10 @@ fn apply_outputs(entity: Entity, sock: &mut PhoenixSocket, transports: &mut Phoe
         match out {
             Output::Connect(req) => {
                 if let Some(mut old) = transports.map.remove(&entity) {
-                    old.close();
+                    old.transport.close();
                 }
                 let cfg = &sock.config;
-                let t = Transport::connect_waking(
+                let t = cfg.transport.connect(
                     transport::ConnectRequest {
                         url: req.url,
                         subprotocols: req.subprotocols,
@@ -548,11 +570,18 @@ fn apply_outputs(entity: Entity, sock: &mut PhoenixSocket, transports: &mut Phoe
                     },
                     &transports.waker,
                 );
-                transports.map.insert(entity, t);
+                transports.map.insert(
+                    entity,
+                    Link {
+                        transport: t,
+                        // Nothing polled yet: the transport's own hint says what to watch.
+                        drained: true,
+                    },
+                );
             }
             Output::Send(frame) => {
-                if let Some(t) = transports.map.get_mut(&entity) {
-                    if let Err(e) = t.send(frame) {
+                if let Some(l) = transports.map.get_mut(&entity) {
+                    if let Err(e) = l.transport.send(frame) {
                         // The transport reports its own end next poll; the core then
                         // errors channels and ends in-flight pushes.
                         debug!("phoenix: send failed: {e}");
@@ -561,14 +590,14 @@ fn apply_outputs(entity: Entity, sock: &mut PhoenixSocket, transports: &mut Phoe
                 }
             }
             Output::Close => {
-                if let Some(mut t) = transports.map.remove(&entity) {
-                    t.close();
+                if let Some(mut l) = transports.map.remove(&entity) {
+                    l.transport.close();
                 }
             }
         }
     }
-    if wrote && let Some(t) = transports.map.get_mut(&entity) {
-        t.flush();
+    if wrote && let Some(l) = transports.map.get_mut(&entity) {
+        l.transport.flush();
     }
 }
 
@@ -627,12 +656,19 @@ fn receive_system(
     let transports = &mut *transports;
     for (entity, mut sock, mut status) in &mut sockets {
         let sock = &mut *sock;
-        if let Some(t) = transports.map.get_mut(&entity) {
+        if let Some(link) = transports.map.get_mut(&entity) {
+            let t = &mut link.transport;
             let mut ended = false;
             let mut budget = sock.config.max_frames_per_update;
-            while budget > 0
-                && let Some(ev) = t.poll()
-            {
+            link.drained = false;
+            loop {
+                if budget == 0 {
+                    break;
+                }
+                let Some(ev) = t.poll() else {
+                    link.drained = true;
+                    break;
+                };
                 budget -= 1;
                 match ev {
                     TransportEvent::Text(s) => sock.core.handle_text(now, s),
@@ -729,8 +765,8 @@ fn send_system(
     }
 
     for gone in input.removed_sockets.read() {
-        if let Some(mut t) = transports.map.remove(&gone) {
-            t.close();
+        if let Some(mut l) = transports.map.remove(&gone) {
+            l.transport.close();
         }
     }
     let default_socket = default_of(sockets.iter().map(|(e, _, _, d)| (e, d)));

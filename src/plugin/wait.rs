@@ -98,8 +98,7 @@ pub(super) fn wait_system(
     if timeout.is_zero() {
         return;
     }
-    if let Err(e) =
-        crate::transport::wait_for_network(transports.map.values(), &wait.waker, timeout)
+    if let Err(e) = crate::transport::wait_for_hints(transports.wait_hints(), &wait.waker, timeout)
         && !*warned
     {
         *warned = true;

@@ -4,6 +4,16 @@
 //! [`TransportEvent`]s in, in frame order, and is meant to be driven by `poll()` once per frame
 //! (until it returns `None`) and `send()` + `flush()` after the app has produced its messages.
 //!
+//! # Transports are pluggable
+//! The plugin drives every connection through the [`PhoenixTransport`] trait and opens each
+//! one (every reconnect too) through the socket's [`PhoenixConnector`], set with
+//! [`PhoenixSocketConfig::with_transport`](crate::plugin::PhoenixSocketConfig::with_transport).
+//! The default is [`BuiltinConnector`], which opens the built-in [`Transport`] described below.
+//! With the `ewebsock` feature, `ewebsock::EwebsockConnector` opens an ewebsock 0.8
+//! connection instead (see that module for what it cannot do). A game can plug in its own: a
+//! test double, a relay, a platform socket; [`PhoenixTransport`] states the contract, and
+//! [`WaitHint`] how a transport lets a native `WaitForNetwork` sleep.
+//!
 //! # Native (everything but `wasm32`)
 //! DNS, TCP connect (bounded by [`ConnectRequest::connect_timeout`]), `TCP_NODELAY`, optional TLS
 //! and the WebSocket upgrade run on a short-lived thread. The connected socket is then handed back,
@@ -34,6 +44,8 @@ use std::time::Duration;
 
 use crate::protocol::{FrameText, Transmit};
 
+#[cfg(feature = "ewebsock")]
+pub mod ewebsock;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
@@ -216,7 +228,155 @@ pub struct TransportStats {
     pub keepalive_replies: u64,
 }
 
-/// One WebSocket connection, driven by the caller without blocking.
+/// A connection the plugin can drive: the built-in [`Transport`], the `ewebsock`-backed one
+/// (feature `ewebsock`), or your own (a test double, a relay, a platform socket).
+///
+/// The plugin calls, on the main thread, once per frame: [`poll`](Self::poll) until it returns
+/// `None` (or the socket's read budget is spent), then [`send`](Self::send) for each frame the
+/// protocol core produced and one [`flush`](Self::flush). It calls [`close`](Self::close) when
+/// the socket disconnects, and drops the object after the terminal event or the close.
+///
+/// # The contract (what the conformance tests check)
+/// - Events come in order: `Opened` first (unless the connection fails before it opens), then
+///   `Text`/`Binary` in the order the peer sent them, then exactly one terminal `Closed` or
+///   `Failed`; after it, `poll` returns `None` forever. After `close`, no event follows.
+/// - Frames go out in `send` order, text and binary alike. Frames sent before `Opened` are
+///   queued and go out right after it, in order (or `send` returns an error).
+/// - Nothing blocks: `poll`, `send`, `flush` and `close` return at once.
+/// - A failure to connect is an event (`Failed`), never a panic.
+///
+/// The object does not have to be `Send`: the plugin keeps transports in a non-send resource, on
+/// the main thread (on the web it holds JavaScript objects).
+///
+/// # Waking a sleeping frame loop (native `WaitForNetwork`)
+/// A headless app with [`WaitForNetwork`](crate::plugin::WaitForNetwork) sleeps at the end of a
+/// frame until some transport has something for `poll`. It asks each transport
+/// [`wait_hint`](Self::wait_hint) first; the default, [`WaitHint::Ready`], never lets it sleep
+/// while this transport exists, which is always correct but spins the loop. A transport whose
+/// events come from another thread or a callback should instead wake the [`NetworkWaker`] it
+/// got from its [`PhoenixConnector`] and return [`WaitHint::Waker`]; the rule is in
+/// [`WaitHint::Waker`]. A transport over a TCP socket it reads itself can return
+/// [`WaitHint::Socket`]. The plugin itself never sleeps while a transport's last `poll` did not
+/// return `None` (a burst larger than one frame's budget), whatever the hint.
+pub trait PhoenixTransport: 'static {
+    /// Returns the next event, or `None` when nothing is ready; never blocks.
+    fn poll(&mut self) -> Option<TransportEvent>;
+
+    /// Queues a frame; never blocks. An error means the frame was not accepted (the connection
+    /// is not open, or broke: the terminal event follows from `poll`).
+    fn send(&mut self, frame: Transmit) -> Result<(), TransportError>;
+
+    /// Pushes queued frames towards the peer as far as possible without blocking.
+    fn flush(&mut self);
+
+    /// Closes the connection from this side (code 1000 where the transport can say so). No
+    /// event follows.
+    fn close(&mut self);
+
+    /// `true` from the `Opened` event until the terminal event or [`close`](Self::close).
+    fn is_open(&self) -> bool;
+
+    /// Traffic counters, for diagnostics ([`PhoenixTransports::stats`](crate::plugin::PhoenixTransports::stats)).
+    /// The default reports zeros.
+    fn stats(&self) -> TransportStats {
+        TransportStats::default()
+    }
+
+    /// What a native [`WaitForNetwork`](crate::plugin::WaitForNetwork) sleep must watch before
+    /// the next `poll` can find anything; see [`WaitHint`]. Ignored on the web. The default,
+    /// [`WaitHint::Ready`], keeps the loop awake while this transport exists.
+    fn wait_hint(&self) -> WaitHint<'_> {
+        WaitHint::Ready
+    }
+}
+
+/// What a network wait must watch on one transport ([`PhoenixTransport::wait_hint`]).
+///
+/// Used natively by [`WaitForNetwork`](crate::plugin::WaitForNetwork) and
+/// [`wait_for_network`]; it exists on the web too (so a transport compiles everywhere) but is
+/// not used there: the browser paces the frames.
+#[derive(Debug, Clone, Copy)]
+pub enum WaitHint<'a> {
+    /// `poll` may have something now, or the transport cannot tell when it will: do not sleep.
+    Ready,
+    /// Nothing can arrive any more (closed): no need to watch this transport.
+    Idle,
+    /// Sleep; the transport wakes the [`NetworkWaker`] it was given at connect as soon as
+    /// `poll` would find something new.
+    ///
+    /// The rule: return this only if that waker [`is_active`](NetworkWaker::is_active), and
+    /// wake it *after* making the event visible to `poll` (push to the queue, then `wake()`),
+    /// every time something new arrives, the handshake's end and the terminal event included.
+    /// Wake-ups are sticky: one that comes between the last `poll` and the sleep ends the sleep
+    /// at once, so none is lost. An inactive waker (the app had no `WaitForNetwork` when the
+    /// transport connected) wakes nothing: return [`Ready`](Self::Ready) then.
+    Waker,
+    /// Sleep until this TCP socket is readable (and writable too, with `write`: a flush was
+    /// held back), or until the waker fires. Only correct if everything already received was
+    /// returned by `poll` (nothing left in a user-space buffer).
+    Socket {
+        /// The socket to watch.
+        tcp: &'a std::net::TcpStream,
+        /// Also wake when the socket can take writes.
+        write: bool,
+    },
+}
+
+/// Opens transports for a socket: one call per connection attempt, so every reconnect goes
+/// through it again. Set it per socket with
+/// [`PhoenixSocketConfig::with_transport`](crate::plugin::PhoenixSocketConfig::with_transport);
+/// the default is [`BuiltinConnector`].
+///
+/// `connect` must not block: start connecting and report progress through the transport's
+/// `poll` (a failure too, as `Failed`). `waker` wakes a native
+/// [`WaitForNetwork`](crate::plugin::WaitForNetwork) sleep (see [`WaitHint::Waker`]); it may be
+/// inert ([`NetworkWaker::is_active`] is false) when the app has no such wait.
+///
+/// A closure `Fn(ConnectRequest, &NetworkWaker) -> Box<dyn PhoenixTransport>` that is
+/// `Send + Sync + 'static` is a connector too.
+pub trait PhoenixConnector: Send + Sync + 'static {
+    /// Starts one connection.
+    fn connect(&self, req: ConnectRequest, waker: &NetworkWaker) -> Box<dyn PhoenixTransport>;
+
+    /// A short name for logs and `Debug` (default: the type's name).
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
+}
+
+impl fmt::Debug for dyn PhoenixConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoenixConnector({})", self.name())
+    }
+}
+
+impl<F> PhoenixConnector for F
+where
+    F: Fn(ConnectRequest, &NetworkWaker) -> Box<dyn PhoenixTransport> + Send + Sync + 'static,
+{
+    fn connect(&self, req: ConnectRequest, waker: &NetworkWaker) -> Box<dyn PhoenixTransport> {
+        self(req, waker)
+    }
+}
+
+/// The default connector: the built-in [`Transport`] (nonblocking tungstenite natively, the
+/// browser `WebSocket` on wasm32).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuiltinConnector;
+
+impl PhoenixConnector for BuiltinConnector {
+    fn connect(&self, req: ConnectRequest, waker: &NetworkWaker) -> Box<dyn PhoenixTransport> {
+        Box::new(Transport::connect_waking(req, waker))
+    }
+
+    fn name(&self) -> &str {
+        "builtin"
+    }
+}
+
+/// One WebSocket connection, driven by the caller without blocking: the built-in transport
+/// (see the module docs), and the plugin's default ([`BuiltinConnector`]). It implements
+/// [`PhoenixTransport`]; its inherent methods are the same and can be called without the trait.
 ///
 /// Natively it is `Send + Sync`; on the web it is `!Send` (keep it in a non-send resource).
 /// Dropping it closes the connection (best effort, without waiting).
@@ -292,6 +452,39 @@ impl Transport {
     }
 }
 
+impl PhoenixTransport for Transport {
+    fn poll(&mut self) -> Option<TransportEvent> {
+        Transport::poll(self)
+    }
+
+    fn send(&mut self, frame: Transmit) -> Result<(), TransportError> {
+        Transport::send(self, frame)
+    }
+
+    fn flush(&mut self) {
+        Transport::flush(self)
+    }
+
+    fn close(&mut self) {
+        Transport::close(self)
+    }
+
+    fn is_open(&self) -> bool {
+        Transport::is_open(self)
+    }
+
+    fn stats(&self) -> TransportStats {
+        Transport::stats(self)
+    }
+
+    fn wait_hint(&self) -> WaitHint<'_> {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.inner.wait_hint();
+        #[cfg(target_arch = "wasm32")]
+        WaitHint::Ready
+    }
+}
+
 /// Wakes a [`wait_for_network`] (and so a frame loop sleeping in
 /// [`WaitForNetwork`](crate::plugin::WaitForNetwork)) from any thread.
 ///
@@ -346,21 +539,40 @@ impl NetworkWaker {
     }
 }
 
-/// Blocks until one of `transports` has something for [`Transport::poll`], `waker` is woken,
-/// or `timeout` passes. Native only.
+/// Blocks until one of `transports` has something for `poll`, `waker` is woken, or `timeout`
+/// passes. Native only. Works with the built-in [`Transport`] and any [`PhoenixTransport`]
+/// (through its [`wait_hint`](PhoenixTransport::wait_hint)).
 ///
 /// Returns `Ok(false)` at once, without sleeping, if some transport already has something
 /// (`poll` was not called until it returned `None`, or an event is pending), or is still
 /// connecting and was not started with this `waker` (nothing would wake the wait when it
-/// opens). `Ok(true)` means it slept, until whichever came first; call `poll` next. A wait
-/// ends early on readable data, on writability where a flush was blocked, when a closing
-/// socket hears from the peer, and when a handshake started with
+/// opens), or its hint is [`WaitHint::Ready`]. `Ok(true)` means it slept, until whichever came
+/// first; call `poll` next. A wait ends early on readable data, on writability where a flush
+/// was blocked, when a closing socket hears from the peer, and when a handshake started with
 /// [`connect_waking`](Transport::connect_waking) ends.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn wait_for_network<'a>(
-    transports: impl IntoIterator<Item = &'a Transport>,
+pub fn wait_for_network<'a, T>(
+    transports: impl IntoIterator<Item = &'a T>,
+    waker: &NetworkWaker,
+    timeout: Duration,
+) -> std::io::Result<bool>
+where
+    T: PhoenixTransport + ?Sized + 'a,
+{
+    wait::wait(
+        transports.into_iter().map(|t| t.wait_hint()),
+        waker.inner.as_deref(),
+        timeout,
+    )
+}
+
+/// [`wait_for_network`] over hints the caller already has (the plugin adds its own "not drained"
+/// knowledge to each transport's hint).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn wait_for_hints<'a>(
+    hints: impl Iterator<Item = WaitHint<'a>>,
     waker: &NetworkWaker,
     timeout: Duration,
 ) -> std::io::Result<bool> {
-    wait::wait(transports.into_iter(), waker.inner.as_deref(), timeout)
+    wait::wait(hints, waker.inner.as_deref(), timeout)
 }

@@ -18,7 +18,7 @@ use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use super::wait::Waker;
-use super::{CloseInfo, ConnectRequest, TransportError, TransportEvent, TransportStats};
+use super::{CloseInfo, ConnectRequest, TransportError, TransportEvent, TransportStats, WaitHint};
 use crate::protocol::Transmit;
 
 /// How long `poll` keeps completing a closing handshake before dropping the socket.
@@ -118,18 +118,6 @@ pub(crate) struct Inner {
     /// The last `poll` found nothing: every byte the socket had was read, and no whole frame is
     /// left in tungstenite's buffer (it reads the socket only when it has none).
     drained: bool,
-}
-
-/// What a network wait must watch on one transport (see [`Inner::wait_on`]).
-pub(crate) enum WaitOn<'a> {
-    /// `poll` has something without the socket: do not sleep.
-    Ready,
-    /// Nothing will come (closed).
-    Nothing,
-    /// The handshake thread is working; `wakes`: it wakes the waiter when done.
-    Handshake { wakes: bool },
-    /// Sleep until the socket is readable (or writable, with `write`).
-    Socket { tcp: &'a TcpStream, write: bool },
 }
 
 fn closed_abnormally(reason: impl Into<String>) -> TransportEvent {
@@ -236,33 +224,40 @@ impl Inner {
     }
 
     /// What a network wait must watch before the next `poll` can find anything.
-    pub(crate) fn wait_on(&self) -> WaitOn<'_> {
+    pub(crate) fn wait_hint(&self) -> WaitHint<'_> {
         match &self.state {
-            State::Connecting { wakes, .. } => WaitOn::Handshake { wakes: *wakes },
+            // The handshake thread wakes the waiter when done, if it was given a waker.
+            State::Connecting { wakes, .. } => {
+                if *wakes {
+                    WaitHint::Waker
+                } else {
+                    WaitHint::Ready
+                }
+            }
             State::Open {
                 ws,
                 flush_blocked,
                 write_failure,
             } => {
                 if !self.drained || write_failure.is_some() {
-                    WaitOn::Ready
+                    WaitHint::Ready
                 } else {
-                    WaitOn::Socket {
+                    WaitHint::Socket {
                         tcp: ws.get_ref().tcp(),
                         write: *flush_blocked,
                     }
                 }
             }
             // Only the peer's close (readable) ends the linger early.
-            State::Closing { ws, .. } => WaitOn::Socket {
+            State::Closing { ws, .. } => WaitHint::Socket {
                 tcp: ws.get_ref().tcp(),
                 write: false,
             },
             State::Done { pending_event } => {
                 if pending_event.is_some() {
-                    WaitOn::Ready
+                    WaitHint::Ready
                 } else {
-                    WaitOn::Nothing
+                    WaitHint::Idle
                 }
             }
         }

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 
-use super::Transport;
-use super::native::WaitOn;
+use super::WaitHint;
 
 /// The receiving end of [`NetworkWaker`](super::NetworkWaker).
 #[derive(Debug)]
@@ -41,9 +40,9 @@ impl Waker {
     }
 }
 
-/// See [`super::wait_for_network`].
+/// See [`super::wait_for_network`]: one hint per transport.
 pub(crate) fn wait<'a>(
-    transports: impl Iterator<Item = &'a Transport>,
+    hints: impl Iterator<Item = WaitHint<'a>>,
     waker: Option<&Waker>,
     timeout: Duration,
 ) -> io::Result<bool> {
@@ -53,16 +52,17 @@ pub(crate) fn wait<'a>(
     if let Some(w) = waker {
         fds.push(PollFd::new(&w.sock, PollFlags::IN));
     }
-    for t in transports {
-        match t.inner.wait_on() {
-            WaitOn::Ready => return Ok(false),
-            WaitOn::Nothing => {}
-            WaitOn::Handshake { wakes } => {
-                if !(wakes && waker.is_some()) {
+    for hint in hints {
+        match hint {
+            WaitHint::Ready => return Ok(false),
+            WaitHint::Idle => {}
+            // Only this wait's waker can end the sleep.
+            WaitHint::Waker => {
+                if waker.is_none() {
                     return Ok(false);
                 }
             }
-            WaitOn::Socket { tcp, write } => {
+            WaitHint::Socket { tcp, write } => {
                 let flags = if write {
                     PollFlags::IN | PollFlags::OUT
                 } else {
