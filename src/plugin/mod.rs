@@ -246,6 +246,17 @@ fn default_of<T>(mut items: impl Iterator<Item = (T, bool)>) -> Option<T> {
     only
 }
 
+/// Logs a connection failure: the first of a run as a warning, the retries that follow as
+/// debug lines (so a console is not flooded while a server restarts); `Connected` logs the end.
+fn connection_failure(sock: &mut PhoenixSocket, what: std::fmt::Arguments<'_>) {
+    if sock.failures_in_a_row == 0 {
+        warn!("phoenix: {what}; retrying with backoff");
+    } else {
+        debug!("phoenix: {what}");
+    }
+    sock.failures_in_a_row += 1;
+}
+
 /// Where the core's events go.
 #[derive(SystemParam)]
 struct Sinks<'w, 's> {
@@ -381,36 +392,22 @@ impl Sinks<'_, '_> {
                 self.trigger_if_alive(s, e);
             }
             CoreEvent::Disconnected { reason } => {
-                // The first failure of a run is a warning; the retries that follow are debug
-                // lines, so a console is not flooded while a server restarts.
-                if sock.failures_in_a_row == 0 {
-                    warn!("phoenix: disconnected: {reason:?}; reconnecting");
-                } else {
-                    debug!("phoenix: disconnected: {reason:?}");
-                }
-                sock.failures_in_a_row += 1;
+                connection_failure(sock, format_args!("disconnected: {reason:?}"));
                 let e = SocketDisconnected { entity: s, reason };
                 self.disconnected.write(e.clone());
                 self.trigger_if_alive(s, e);
             }
             CoreEvent::ConnectRefused { status } => {
-                if sock.failures_in_a_row == 0 {
-                    warn!("phoenix: connect refused by the server (HTTP {status})");
-                } else {
-                    debug!("phoenix: connect refused by the server (HTTP {status})");
-                }
-                sock.failures_in_a_row += 1;
+                connection_failure(
+                    sock,
+                    format_args!("connect refused by the server (HTTP {status})"),
+                );
                 let e = SocketConnectRefused { entity: s, status };
                 self.refused.write(e.clone());
                 self.trigger_if_alive(s, e);
             }
             CoreEvent::ConnectFailed { error } => {
-                if sock.failures_in_a_row == 0 {
-                    warn!("phoenix: connect failed: {error}; retrying with backoff");
-                } else {
-                    debug!("phoenix: connect failed: {error}");
-                }
-                sock.failures_in_a_row += 1;
+                connection_failure(sock, format_args!("connect failed: {error}"));
                 let e = SocketConnectFailed { entity: s, error };
                 self.failed.write(e.clone());
                 self.trigger_if_alive(s, e);
