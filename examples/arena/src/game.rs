@@ -2,6 +2,7 @@
 //! list, the chat (Enter to type), and a banner with the connection state. Everything it shows
 //! comes from [`crate::net`]'s data; this module only draws it and reads the keyboard.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use bevy::camera::ScalingMode;
@@ -395,59 +396,81 @@ fn update_banner(
     diagnostics: Res<DiagnosticsStore>,
     players: Query<(), With<Player>>,
     mut banner: Query<(&mut Text, &mut TextColor), With<Banner>>,
+    mut line: Local<String>,
 ) {
     let Ok((mut text, mut color)) = banner.single_mut() else {
         return;
     };
     let amber = Color::srgb(1.0, 0.78, 0.3);
     let red = Color::srgb(1.0, 0.42, 0.38);
-    let (t, c) = match &conn.status {
-        NetStatus::Connecting => (format!("Connecting to {}...", conn.url), amber),
-        NetStatus::Joining => ("Connected, joining the arena...".to_owned(), amber),
+    // Written into a reused buffer every frame (the countdown moves); the Text changes only
+    // when the words do.
+    line.clear();
+    let c = match &conn.status {
+        NetStatus::Connecting => {
+            let _ = write!(line, "Connecting to {}...", conn.url);
+            amber
+        }
+        NetStatus::Joining => {
+            line.push_str("Connected, joining the arena...");
+            amber
+        }
         NetStatus::Joined => {
-            let rtt = diagnostics
-                .get(&PhoenixDiagnosticsPlugin::RTT)
-                .and_then(|d| d.value());
-            let rtt = rtt.map_or_else(
-                || "round trip: measuring".to_owned(),
-                |ms| format!("round trip {ms:.1} ms"),
-            );
             let server = conn.server.as_deref().unwrap_or("?");
-            (
-                format!(
-                    "Connected ({server} server) | {rtt} | {} online",
-                    players.iter().count()
-                ),
-                Color::srgb(0.45, 0.9, 0.5),
-            )
+            let _ = write!(line, "Connected ({server} server) | ");
+            match diagnostics
+                .get(&PhoenixDiagnosticsPlugin::RTT)
+                .and_then(|d| d.value())
+            {
+                Some(ms) => write!(line, "round trip {ms:.1} ms"),
+                None => write!(line, "round trip: measuring"),
+            }
+            .ok();
+            let _ = write!(line, " | {} online", players.iter().count());
+            Color::srgb(0.45, 0.9, 0.5)
         }
         NetStatus::Reconnecting { at, attempt } => {
             let left = at - time.elapsed_secs_f64();
-            let when = if left > 0.05 {
-                format!("reconnecting in {left:.1} s")
+            if left > 0.05 {
+                let _ = write!(line, "Connection lost: reconnecting in {left:.1} s");
             } else {
-                "reconnecting now".to_owned()
-            };
-            (format!("Connection lost: {when} (attempt {attempt})"), red)
+                line.push_str("Connection lost: reconnecting now");
+            }
+            let _ = write!(line, " (attempt {attempt})");
+            red
         }
-        NetStatus::Refused(status) => (format!("Refused by the server (HTTP {status})"), red),
+        NetStatus::Refused(status) => {
+            let _ = write!(line, "Refused by the server (HTTP {status})");
+            red
+        }
         NetStatus::JoinRefused(reason) => {
-            (format!("The server refused to let us in: {reason}"), red)
+            let _ = write!(line, "The server refused to let us in: {reason}");
+            red
         }
     };
-    if text.0 != t {
-        text.0 = t;
+    if text.0 != *line {
+        text.0.clone_from(&line);
     }
     color.set_if_neq(TextColor(c));
 }
+
+/// A player's name, colour or liveness may have changed.
+type RosterChanged = Or<(Changed<Player>, Changed<RemotePlayer>)>;
 
 fn update_online(
     mut commands: Commands,
     assets: Res<GameAssets>,
     players: Query<(&Player, Has<LocalPlayer>, Option<&RemotePlayer>)>,
+    changed: Query<(), RosterChanged>,
+    mut removed: RemovedComponents<Player>,
     list: Query<Entity, With<OnlineList>>,
     mut shown: Local<Vec<(String, u8, bool, bool)>>,
 ) {
+    // Only when a player came, went or changed (interpolation does not count as a change).
+    let gone = removed.read().count() > 0;
+    if changed.is_empty() && !gone {
+        return;
+    }
     let Ok(list) = list.single() else {
         return;
     };
@@ -497,7 +520,9 @@ fn update_chat(
     mut prompt: Query<(&mut Text, &mut TextColor), With<ChatPrompt>>,
     mut shown: Local<Option<u64>>,
 ) {
-    if let Ok((mut text, mut color)) = prompt.single_mut() {
+    if input.is_changed()
+        && let Ok((mut text, mut color)) = prompt.single_mut()
+    {
         let (t, c) = if input.open {
             (format!("> {}_", input.text), Color::WHITE)
         } else {

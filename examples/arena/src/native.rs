@@ -326,9 +326,10 @@ fn observe(url: String, profile: PlayerProfile, exit_after: Option<f32>) {
                 }
                 // Each position heard once, as it arrives.
                 for (p, r) in &players {
-                    if let Some((t, at)) = r.samples.back()
-                        && printed.insert(p.id.clone(), *t) != Some(*t)
+                    if let Some(&(t, at)) = r.samples.back()
+                        && printed.get(&p.id) != Some(&t)
                     {
+                        printed.insert(p.id.clone(), t);
                         println!("PLAYER {} {:?} {:.1} {:.1}", p.id, p.name, at.x, at.y);
                     }
                 }

@@ -814,7 +814,9 @@ fn on_replies(
 fn interpolate(time: Res<Time<Real>>, mut remotes: Query<(&mut RemotePlayer, &mut ArenaPos)>) {
     let now = real_now(&time);
     for (mut r, mut pos) in &mut remotes {
-        if let Some(p) = r.sample(now) {
+        // Dropping samples that have been passed is bookkeeping, not a change: `Changed<RemotePlayer>`
+        // stays a signal that a position arrived or the player went stale.
+        if let Some(p) = r.bypass_change_detection().sample(now) {
             pos.set_if_neq(ArenaPos(p));
         }
     }
