@@ -12,11 +12,10 @@ use arena::net::{
     RemotePlayer,
 };
 use arena::protocol::{COLORS, DEFAULT_PORT, clean_name};
-use arena::server::{self, ServerOptions};
+use arena::server::{Host, ServerOptions, display_host, take_over_hosting};
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_phoenix_channels::prelude::*;
-use phoenix_test_server::TestServer;
 
 struct Options {
     bots: usize,
@@ -115,45 +114,6 @@ fn parse() -> Result<Options, String> {
     Ok(o)
 }
 
-/// The embedded server this process runs, and whether it may start one.
-#[derive(Resource)]
-struct Host {
-    server: Option<TestServer>,
-    options: ServerOptions,
-    allowed: bool,
-    next_try: f64,
-}
-
-impl Host {
-    fn try_start(&mut self) -> bool {
-        match server::start(&self.options) {
-            Ok(s) => {
-                println!(
-                    "started the embedded arena server at {} (http://{}:{}/)",
-                    s.url(),
-                    display_host(self.options.bind),
-                    s.addr().port()
-                );
-                self.server = Some(s);
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => false,
-            Err(e) => {
-                eprintln!("arena: cannot start the embedded server: {e}");
-                false
-            }
-        }
-    }
-}
-
-fn display_host(ip: IpAddr) -> String {
-    if ip.is_unspecified() {
-        "127.0.0.1".into()
-    } else {
-        ip.to_string()
-    }
-}
-
 pub fn main() {
     let o = match parse() {
         Ok(o) => o,
@@ -173,12 +133,7 @@ pub fn main() {
             .clone()
             .or_else(|| default_dist.is_dir().then_some(default_dist)),
     };
-    let mut host = Host {
-        server: None,
-        options,
-        allowed: o.url.is_none() && !o.no_host && !o.observe,
-        next_try: 0.0,
-    };
+    let mut host = Host::new(options, o.url.is_none() && !o.no_host && !o.observe);
     let url = o
         .url
         .clone()
@@ -270,35 +225,6 @@ pub fn main() {
         .insert_resource(host)
         .add_systems(Update, take_over_hosting)
         .run();
-}
-
-/// The window that ran the embedded server closed: one of the others starts it again, on the
-/// same port, and everybody reconnects to it. Never done for a real Phoenix server.
-fn take_over_hosting(
-    time: Res<Time<Real>>,
-    mut host: ResMut<Host>,
-    conn: Res<ArenaConnection>,
-    mut log: ResMut<ChatLog>,
-) {
-    let now = time.elapsed_secs_f64();
-    let down = matches!(
-        conn.status,
-        NetStatus::Reconnecting { .. } | NetStatus::Connecting
-    );
-    if !host.allowed || host.server.is_some() || !down || now < host.next_try {
-        return;
-    }
-    if conn.server.as_deref() == Some("phoenix") {
-        return;
-    }
-    // Spread the windows out, so one wins at once and the others just reconnect.
-    host.next_try = now + 1.0 + fastrand::f64() * 1.5;
-    if host.try_start() {
-        log.add(
-            LogKind::Notice,
-            "The server went away: this window runs it now",
-        );
-    }
 }
 
 /// `--observe`: a headless player that prints what it sees, one line per fact.

@@ -10,12 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use bevy::prelude::{Res, ResMut, Resource, Time};
+use bevy::time::Real;
 use phoenix_test_server::{
     Channel, ChannelContext, HandleResult, JoinResult, Payload, TerminateReason, TestServer,
     unix_seconds,
 };
 use serde_json::{Map, Value, json};
 
+use crate::net::{ArenaConnection, ChatLog, LogKind, NetStatus};
 use crate::protocol::{
     ARENA_H, ARENA_W, CHAT_BURST, COLORS, MAX_SPEED, SPAWN_MARGIN, clean_chat, clean_name, inside,
     move_allowance, valid_id,
@@ -47,6 +50,92 @@ pub fn start(options: &ServerOptions) -> io::Result<TestServer> {
         builder = builder.static_dir(dir.clone());
     }
     builder.start()
+}
+
+/// The embedded server this process runs (if any), and whether it may start one: the first
+/// window binds the port and hosts; when the host goes away, another window takes over
+/// ([`take_over_hosting`]).
+#[derive(Resource)]
+pub struct Host {
+    /// The running server, while this process hosts.
+    pub server: Option<TestServer>,
+    /// Where it listens.
+    pub options: ServerOptions,
+    /// False with `--url`/`PHOENIX_URL`, `--no-host` or `--observe`: never host.
+    pub allowed: bool,
+    next_try: f64,
+}
+
+impl Host {
+    /// A host that does not run a server yet.
+    pub fn new(options: ServerOptions, allowed: bool) -> Self {
+        Host {
+            server: None,
+            options,
+            allowed,
+            next_try: 0.0,
+        }
+    }
+
+    /// Binds the port and starts the server; false when someone else has the port.
+    pub fn try_start(&mut self) -> bool {
+        match start(&self.options) {
+            Ok(s) => {
+                println!(
+                    "started the embedded arena server at {} (http://{}:{}/)",
+                    s.url(),
+                    display_host(self.options.bind),
+                    s.addr().port()
+                );
+                self.server = Some(s);
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => false,
+            Err(e) => {
+                eprintln!("arena: cannot start the embedded server: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// The address to show for `ip` (`127.0.0.1` for an unspecified bind address).
+pub fn display_host(ip: IpAddr) -> String {
+    if ip.is_unspecified() {
+        "127.0.0.1".into()
+    } else {
+        ip.to_string()
+    }
+}
+
+/// The process that ran the embedded server went away: one of the others starts it again, on
+/// the same port, and everybody reconnects to it. Never done after a real Phoenix answered
+/// (`"server": "phoenix"` in the join reply): everybody waits for it to come back.
+pub fn take_over_hosting(
+    time: Res<Time<Real>>,
+    mut host: ResMut<Host>,
+    conn: Res<ArenaConnection>,
+    mut log: ResMut<ChatLog>,
+) {
+    let now = time.elapsed_secs_f64();
+    let down = matches!(
+        conn.status,
+        NetStatus::Reconnecting { .. } | NetStatus::Connecting
+    );
+    if !host.allowed || host.server.is_some() || !down || now < host.next_try {
+        return;
+    }
+    if conn.server.as_deref() == Some("phoenix") {
+        return;
+    }
+    // Spread the processes out, so one wins at once and the others just reconnect.
+    host.next_try = now + 1.0 + fastrand::f64() * 1.5;
+    if host.try_start() {
+        log.add(
+            LogKind::Notice,
+            "The server went away: this window runs it now",
+        );
+    }
 }
 
 /// A stored player: the last accepted position and who owns the entry.

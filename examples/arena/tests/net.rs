@@ -286,3 +286,56 @@ fn two_players_join_move_chat_survive_a_restart_and_leave() {
                 .contains_key(&ada_id)
     });
 }
+
+/// The process that hosts the embedded server goes away: another player's process binds the
+/// port, hosts, and both it and everyone else reconnect to it. Not after a real Phoenix was
+/// seen: then it waits for that server.
+#[test]
+fn when_the_host_goes_another_player_takes_over() {
+    use arena::server::{Host, take_over_hosting};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/socket");
+    let hosting = |id: &str, name: &str| {
+        let mut app = player(&url, id, name, 3);
+        let mut host = Host::new(options(port), true);
+        let hosts = host.try_start();
+        app.insert_resource(host)
+            .add_systems(Update, take_over_hosting);
+        (app, hosts)
+    };
+    let tag = format!("{:04x}", fastrand::u16(..));
+    let (mut first, first_hosts) = hosting(&format!("h1-{tag}"), "First");
+    let (mut second, second_hosts) = hosting(&format!("h2-{tag}"), "Second");
+    assert!(
+        first_hosts && !second_hosts,
+        "the first binds the port, the second joins it"
+    );
+    pump(&mut [&mut first, &mut second], "both joined", |a| {
+        a.iter().all(|app| status(app) == NetStatus::Joined)
+    });
+
+    // As if the server had been a real Phoenix: nobody takes over, everybody waits.
+    second.world_mut().resource_mut::<ArenaConnection>().server = Some("phoenix".into());
+    drop(first);
+    let waited = Instant::now();
+    pump(&mut [&mut second], "3 s without a server", |a| {
+        assert!(
+            a[0].world().resource::<Host>().server.is_none(),
+            "took over from Phoenix"
+        );
+        waited.elapsed() > Duration::from_secs(3)
+    });
+    assert!(matches!(status(&second), NetStatus::Reconnecting { .. }));
+
+    // The embedded server: the second takes over and rejoins its own server.
+    second.world_mut().resource_mut::<ArenaConnection>().server = Some("embedded".into());
+    pump(&mut [&mut second], "the second hosts and is back in", |a| {
+        a[0].world().resource::<Host>().server.is_some()
+            && status(a[0]) == NetStatus::Joined
+            && joins(a[0]) >= 2
+    });
+    assert!(has_line(&second, |_, t| t.starts_with("The server went away")));
+}
