@@ -722,6 +722,61 @@ mod ewebsock {
     }
 }
 
+/// The built-in transport counts what `send` accepted and the peer has not taken: frames
+/// queued before the open, then what waits behind a peer that does not read, back to zero
+/// once it reads. The plugin feeds this to the core's `max_send_backlog` bound.
+#[test]
+fn send_backlog_counts_what_the_peer_has_not_taken() {
+    const N: usize = 40;
+    const SIZE: usize = 512 * 1024;
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(Some(go_rx));
+    let port = serve(move |s| {
+        let Some(mut ws) = accept(s) else { return };
+        // Read nothing until told to: 20 MB fill both kernel buffers.
+        if let Some(rx) = go_rx.lock().unwrap().take() {
+            let _ = rx.recv();
+        }
+        let mut got = 0;
+        while got < N + 1 {
+            match ws.read() {
+                Ok(Message::Binary(_) | Message::Text(_)) => got += 1,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+        let _ = ws.send(Message::Text("all read".into()));
+    });
+    let mut t = BUILTIN.connect(request(url(port)));
+    // Queued before the open: counted (payload plus a client frame header).
+    t.send(Transmit::Text("early".into())).unwrap();
+    assert!(
+        (5..=5 + 14).contains(&t.send_backlog()),
+        "{}",
+        t.send_backlog()
+    );
+    match next_event(&mut t, WAIT) {
+        TransportEvent::Opened { .. } => {}
+        other => panic!("expected Opened, got {other:?}"),
+    }
+    for i in 0..N {
+        t.send(Transmit::Binary(vec![i as u8; SIZE])).unwrap();
+        t.flush();
+    }
+    let waiting = t.send_backlog();
+    let total = N * (SIZE + 14) + 5 + 6;
+    assert!(
+        waiting > 0 && waiting <= total,
+        "backlog {waiting} of {total} bytes sent to a peer that reads nothing"
+    );
+    go_tx.send(()).unwrap();
+    assert_eq!(
+        next_event(&mut t, Duration::from_secs(60)),
+        TransportEvent::Text("all read".into())
+    );
+    assert_eq!(t.send_backlog(), 0, "everything was taken");
+}
+
 #[cfg(not(feature = "tls"))]
 #[test]
 fn wss_without_the_tls_feature_fails_cleanly() {
@@ -805,6 +860,65 @@ mod tls {
             }
         });
         assert_eq!(info.count_total, 0, "{info:?}");
+    }
+
+    /// A wss:// echo server whose certificate names only `name`.
+    fn tls_server_named(name: &str) -> (u16, Vec<u8>) {
+        let key = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let cert_der = key.cert.der().to_vec();
+        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert_der.clone())], private)
+        .unwrap();
+        let config = Arc::new(config);
+        let port = serve(move |tcp| {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let stream = rustls::StreamOwned::new(conn, tcp);
+            if let Ok(ws) = tungstenite::accept(stream) {
+                echo_loop(ws);
+            }
+        });
+        (port, cert_der)
+    }
+
+    /// Host names are verified: the same trusted certificate (it names `localhost`) is
+    /// accepted at `wss://localhost` and refused at `wss://127.0.0.1`, a name it does not carry.
+    #[test]
+    fn tls_wrong_host_name_is_refused() {
+        let (port, cert) = tls_server_named("localhost");
+        let trust = Some(TlsConfig {
+            extra_roots_der: vec![cert.clone()],
+            only_extra_roots: true,
+        });
+        // Control: the right name connects and echoes.
+        let mut ok = BUILTIN.open_with(ConnectRequest {
+            tls: trust.clone(),
+            ..request(format!("wss://localhost:{port}/socket/websocket?vsn=2.0.0"))
+        });
+        ok.send(Transmit::Text("right name".into())).unwrap();
+        ok.flush();
+        assert_eq!(
+            next_event(&mut ok, WAIT),
+            TransportEvent::Text("right name".into())
+        );
+        // The wrong name: a TLS error that says why, and no connection.
+        let mut t = BUILTIN.connect(ConnectRequest {
+            tls: trust,
+            ..request(wss(port))
+        });
+        match next_event(&mut t, WAIT) {
+            TransportEvent::Failed(TransportError::Tls(msg)) => assert!(
+                msg.contains("NotValidForName") || msg.to_lowercase().contains("not valid for"),
+                "{msg}"
+            ),
+            other => panic!("expected Failed(Tls), got {other:?}"),
+        }
+        assert_silent_forever(&mut t);
     }
 
     #[test]

@@ -93,9 +93,11 @@ impl PhoenixSocketConfig {
     /// use bevy_phoenix_channels::transport::{BuiltinConnector, ConnectRequest, NetworkWaker, Transport};
     ///
     /// // A closure is a connector too: here one that logs, then opens the built-in transport.
+    /// // (Not the query: connect params often hold a secret. The auth token is never in the URL.)
     /// let config = PhoenixSocketConfig::new("ws://127.0.0.1:4000/socket").with_transport(
     ///     |req: ConnectRequest, waker: &NetworkWaker| {
-    ///         bevy::log::info!("connecting to {}", req.url);
+    ///         let endpoint = req.url.split('?').next().unwrap_or_default();
+    ///         bevy::log::info!("connecting to {endpoint}");
     ///         Box::new(Transport::connect_waking(req, waker))
     ///             as Box<dyn bevy_phoenix_channels::transport::PhoenixTransport>
     ///     },

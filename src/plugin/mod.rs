@@ -881,6 +881,18 @@ fn send_system(
         }
     }
 
+    // What each transport still holds unsent: the core drops pushes past its bound instead of
+    // queueing them without limit behind a slow or stalled server.
+    for (entity, mut sock, _, _) in &mut sockets {
+        let backlog = transports
+            .map
+            .get(&entity)
+            .map_or(0, |l| l.transport.send_backlog());
+        if sock.core.send_backlog() != backlog {
+            sock.core.handle_send_backlog(backlog);
+        }
+    }
+
     // Pushes: drained, so each payload moves into the core without a copy.
     for p in input.pushes.drain() {
         let found = match &p.target {

@@ -125,6 +125,15 @@ pub struct SocketConfig {
     /// Pushes buffered per channel while it is not joined (1024). Past it, a push is dropped
     /// with [`DropReason::BufferFull`](super::DropReason::BufferFull).
     pub max_buffered_pushes: usize,
+    /// Bytes the transport may hold unsent (4 MiB): frames handed to it that the network has
+    /// not taken yet, because the server reads slowly or not at all. A push that would take
+    /// the backlog past this ends at once as
+    /// [`DropReason::SendQueueFull`](super::DropReason::SendQueueFull) instead of queueing
+    /// without limit; a push is always accepted while nothing is waiting, so one push larger
+    /// than the bound still goes out when the line is clear. Joins, leaves and heartbeats are
+    /// never held back (they are small, and the heartbeat is what detects a dead server).
+    /// The adapter reports the backlog with [`Socket::handle_send_backlog`](super::Socket::handle_send_backlog).
+    pub max_send_backlog: usize,
     /// Seed for the jitter random numbers (`None` = seeded from the clock). Set it in tests.
     pub rng_seed: Option<u64>,
 }
@@ -146,6 +155,7 @@ impl SocketConfig {
             join_timeout: Duration::from_secs(10),
             leave_timeout: Duration::from_secs(10),
             max_buffered_pushes: 1024,
+            max_send_backlog: 4 << 20,
             rng_seed: None,
         }
     }
@@ -253,6 +263,12 @@ impl SocketConfig {
         self
     }
 
+    /// Bound on unsent bytes held by the transport; see [`SocketConfig::max_send_backlog`].
+    pub fn with_max_send_backlog(mut self, bytes: usize) -> Self {
+        self.max_send_backlog = bytes;
+        self
+    }
+
     /// Jitter RNG seed.
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
         self.rng_seed = Some(seed);
@@ -279,6 +295,7 @@ impl fmt::Debug for SocketConfig {
             .field("join_timeout", &self.join_timeout)
             .field("leave_timeout", &self.leave_timeout)
             .field("max_buffered_pushes", &self.max_buffered_pushes)
+            .field("max_send_backlog", &self.max_send_backlog)
             .finish_non_exhaustive()
     }
 }

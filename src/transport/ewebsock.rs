@@ -34,6 +34,13 @@
 //! - **Hidden tabs and `pagehide`.** No keepalive worker ([`ConnectRequest::keepalive`] is
 //!   ignored) and no clean close on `pagehide`: a hidden tab's connection drops after Phoenix's
 //!   60 s idle timeout, and reconnects when frames run again.
+//! - **Secrets in TRACE logs natively.** ewebsock's tungstenite 0.24 client handshake logs the
+//!   whole upgrade request at TRACE level (target `tungstenite::handshake::client`), so an app
+//!   that enables TRACE for that target (or forwards all `log` records) prints the auth token
+//!   header and the connect params. The built-in transport writes the upgrade itself for this
+//!   reason (tests/security_token.rs checks it); filter that target out if you use this one.
+//! - **No send backlog.** [`PhoenixTransport::send_backlog`] reports 0 (ewebsock does not say
+//!   what it has not sent), so `max_send_backlog` is not enforced on this transport.
 //! - [`TransportError::Refused`] natively comes from parsing ewebsock's error text (`HTTP error:
 //!   403 …`); other errors are classified from their text the same way, best effort.
 //!

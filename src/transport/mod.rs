@@ -66,7 +66,10 @@ pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything needed to open one WebSocket connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` output leaves out the query (connect params often carry a secret) and the
+/// subprotocols (the auth token travels in one), so a connector can log the request safely.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectRequest {
     /// Full `ws://` or `wss://` URL, query string included.
     pub url: String,
@@ -90,6 +93,23 @@ pub struct ConnectRequest {
     /// (Phoenix does after 60 s without a message). `None`: no keepalive. Ignored natively,
     /// where nothing stops the app's loop.
     pub keepalive: Option<Duration>,
+}
+
+impl fmt::Debug for ConnectRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let base = self.url.split('?').next().unwrap_or_default();
+        f.debug_struct("ConnectRequest")
+            .field("url", &format_args!("{base}?<query redacted>"))
+            .field(
+                "subprotocols",
+                &format_args!("<{} redacted>", self.subprotocols.len()),
+            )
+            .field("max_frame_size", &self.max_frame_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
+            .field("keepalive", &self.keepalive)
+            .finish()
+    }
 }
 
 impl ConnectRequest {
@@ -282,6 +302,16 @@ pub trait PhoenixTransport: 'static {
         TransportStats::default()
     }
 
+    /// Bytes [`send`](Self::send) accepted that the network has not taken yet (frames waiting
+    /// for the connection to open included). The plugin reports it to the protocol core before
+    /// every frame's pushes, which drops pushes past
+    /// [`SocketConfig::max_send_backlog`](crate::protocol::SocketConfig::max_send_backlog)
+    /// instead of queueing without limit behind a slow server. The default, 0, means "unknown":
+    /// the bound is then not enforced.
+    fn send_backlog(&self) -> usize {
+        0
+    }
+
     /// What a native [`WaitForNetwork`](crate::plugin::WaitForNetwork) sleep must watch before
     /// the next `poll` can find anything; see [`WaitHint`]. Ignored on the web. The default,
     /// [`WaitHint::Ready`], keeps the loop awake while this transport exists.
@@ -450,6 +480,13 @@ impl Transport {
     pub fn stats(&self) -> TransportStats {
         self.inner.stats()
     }
+
+    /// Bytes [`send`](Self::send) accepted that the network has not taken yet: natively, what
+    /// waits in the WebSocket's buffer (counted against what the socket wrote); in the browser,
+    /// the WebSocket's `bufferedAmount`. Frames waiting for the connection to open count too.
+    pub fn send_backlog(&self) -> usize {
+        self.inner.send_backlog()
+    }
 }
 
 impl PhoenixTransport for Transport {
@@ -475,6 +512,10 @@ impl PhoenixTransport for Transport {
 
     fn stats(&self) -> TransportStats {
         Transport::stats(self)
+    }
+
+    fn send_backlog(&self) -> usize {
+        Transport::send_backlog(self)
     }
 
     fn wait_hint(&self) -> WaitHint<'_> {

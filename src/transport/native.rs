@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TryRecvError};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::error::{CapacityError, ProtocolError};
-use tungstenite::handshake::HandshakeError;
 use tungstenite::handshake::client::Request;
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use super::wait::Waker;
@@ -30,8 +29,14 @@ const READ_BUFFER: usize = 4096;
 /// Bound on data buffered by `send` that the socket did not take yet; past it `send` refuses.
 const MAX_WRITE_BUFFER: usize = 64 << 20;
 
-/// The byte stream under the WebSocket: plain TCP or rustls over TCP.
-pub(crate) enum Stream {
+/// The byte stream under the WebSocket: plain TCP or rustls over TCP, counting what it wrote
+/// (so the transport knows how much of what `send` accepted is still waiting).
+pub(crate) struct Stream {
+    io: Io,
+    written: u64,
+}
+
+enum Io {
     /// `ws://`
     Plain(TcpStream),
     /// `wss://`
@@ -40,41 +45,59 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
+    fn new(io: Io) -> Self {
+        Self { io, written: 0 }
+    }
+
     fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(s) => s,
+        match &self.io {
+            Io::Plain(s) => s,
             #[cfg(feature = "tls")]
-            Self::Tls(s) => s.tcp(),
+            Io::Tls(s) => s.tcp(),
         }
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Plain(s) => s.read(buf),
+        match &mut self.io {
+            Io::Plain(s) => s.read(buf),
             #[cfg(feature = "tls")]
-            Self::Tls(s) => s.read(buf),
+            Io::Tls(s) => s.read(buf),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Plain(s) => s.write(buf),
+        let n = match &mut self.io {
+            Io::Plain(s) => s.write(buf),
             #[cfg(feature = "tls")]
-            Self::Tls(s) => s.write(buf),
-        }
+            Io::Tls(s) => s.write(buf),
+        }?;
+        self.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Self::Plain(s) => s.flush(),
+        match &mut self.io {
+            Io::Plain(s) => s.flush(),
             #[cfg(feature = "tls")]
-            Self::Tls(s) => s.flush(),
+            Io::Tls(s) => s.flush(),
         }
     }
+}
+
+/// Bytes a client frame with an `n`-byte payload takes on the wire (header, mask, payload).
+fn wire_len(n: usize) -> u64 {
+    let ext = if n < 126 {
+        0
+    } else if n <= usize::from(u16::MAX) {
+        2
+    } else {
+        8
+    };
+    (2 + ext + 4 + n) as u64
 }
 
 type Ws = WebSocket<Stream>;
@@ -118,6 +141,10 @@ pub(crate) struct Inner {
     /// The last `poll` found nothing: every byte the socket had was read, and no whole frame is
     /// left in tungstenite's buffer (it reads the socket only when it has none).
     drained: bool,
+    /// Wire bytes of the frames `send` accepted, on the scale of [`Stream::written`] (reset to
+    /// it whenever a flush empties tungstenite's buffer): the difference is what still waits.
+    /// While connecting: the wire bytes of the pending frames.
+    queued: u64,
 }
 
 fn closed_abnormally(reason: impl Into<String>) -> TransportEvent {
@@ -220,6 +247,7 @@ impl Inner {
             state,
             stats: TransportStats::default(),
             drained: false,
+            queued: 0,
         }
     }
 
@@ -311,11 +339,16 @@ impl Inner {
                 let mut write_failure = None;
                 let mut flush_blocked = false;
                 let had_pending = !pending.is_empty();
+                // The upgrade request went through the counter too: start from there.
+                self.queued = ws.get_ref().written;
                 for t in pending {
-                    let (msg, _) = message_of(t);
+                    let (msg, n) = message_of(t);
                     match ws.write(msg) {
-                        Ok(()) => {}
-                        Err(e) if is_would_block(&e) => flush_blocked = true,
+                        Ok(()) => self.queued += wire_len(n),
+                        Err(e) if is_would_block(&e) => {
+                            self.queued += wire_len(n);
+                            flush_blocked = true
+                        }
                         Err(e) => {
                             write_failure = Some(event_from_error(e));
                             break;
@@ -324,7 +357,10 @@ impl Inner {
                 }
                 if had_pending && write_failure.is_none() {
                     match ws.flush() {
-                        Ok(()) => flush_blocked = false,
+                        Ok(()) => {
+                            flush_blocked = false;
+                            self.queued = ws.get_ref().written;
+                        }
                         Err(e) if is_would_block(&e) => flush_blocked = true,
                         Err(e) => write_failure = Some(event_from_error(e)),
                     }
@@ -351,7 +387,10 @@ impl Inner {
         };
         if *flush_blocked && write_failure.is_none() {
             match ws.flush() {
-                Ok(()) => *flush_blocked = false,
+                Ok(()) => {
+                    *flush_blocked = false;
+                    self.queued = ws.get_ref().written;
+                }
                 Err(e) if is_would_block(&e) => {}
                 Err(e) => *write_failure = Some(event_from_error(e)),
             }
@@ -495,6 +534,7 @@ impl Inner {
                     Transmit::Binary(b) => b.len(),
                 };
                 pending.push_back(t);
+                self.queued += wire_len(n);
                 self.stats.messages_out += 1;
                 self.stats.bytes_out += n as u64;
                 Ok(())
@@ -509,9 +549,12 @@ impl Inner {
                 }
                 let (msg, n) = message_of(t);
                 match ws.write(msg) {
-                    Ok(()) => {}
+                    Ok(()) => self.queued += wire_len(n),
                     // The frame is queued; the rest goes out on flush.
-                    Err(e) if is_would_block(&e) => *flush_blocked = true,
+                    Err(e) if is_would_block(&e) => {
+                        self.queued += wire_len(n);
+                        *flush_blocked = true
+                    }
                     Err(WsError::WriteBufferFull(_)) => {
                         return Err(TransportError::Io(format!(
                             "send buffer full ({MAX_WRITE_BUFFER} bytes not yet taken by the socket)"
@@ -543,7 +586,10 @@ impl Inner {
                     return;
                 }
                 match ws.flush() {
-                    Ok(()) => *flush_blocked = false,
+                    Ok(()) => {
+                        *flush_blocked = false;
+                        self.queued = ws.get_ref().written;
+                    }
                     Err(e) if is_would_block(&e) => *flush_blocked = true,
                     Err(e) => *write_failure = Some(event_from_error(e)),
                 }
@@ -579,6 +625,17 @@ impl Inner {
 
     pub(crate) fn stats(&self) -> TransportStats {
         self.stats
+    }
+
+    /// Bytes `send` accepted that the network has not taken yet (frames waiting for the
+    /// connection to open included).
+    pub(crate) fn send_backlog(&self) -> usize {
+        let waiting = match &self.state {
+            State::Connecting { .. } => self.queued,
+            State::Open { ws, .. } => self.queued.saturating_sub(ws.get_ref().written),
+            State::Closing { .. } | State::Done { .. } => 0,
+        };
+        usize::try_from(waiting).unwrap_or(usize::MAX)
     }
 }
 
@@ -759,22 +816,17 @@ fn handshake(
 
     #[cfg(feature = "tls")]
     let stream = match &target.tls_client {
-        Some(config) => Stream::Tls(super::tls::handshake(config.clone(), &target.host, tcp)?),
-        None => Stream::Plain(tcp),
+        Some(config) => Stream::new(Io::Tls(super::tls::handshake(
+            config.clone(),
+            &target.host,
+            tcp,
+        )?)),
+        None => Stream::new(Io::Plain(tcp)),
     };
     #[cfg(not(feature = "tls"))]
-    let stream = Stream::Plain(tcp);
+    let stream = Stream::new(Io::Plain(tcp));
 
-    let (ws, response) = tungstenite::client::client_with_config(request, stream, Some(config))
-        .map_err(|e| match e {
-            HandshakeError::Interrupted(_) => timed_out("the WebSocket upgrade"),
-            HandshakeError::Failure(e) => handshake_error(e),
-        })?;
-    let protocol = response
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let (ws, protocol) = upgrade(stream, &request, config)?;
     let tcp = ws.get_ref().tcp();
     tcp.set_read_timeout(None).map_err(io_err)?;
     tcp.set_write_timeout(None).map_err(io_err)?;
@@ -782,25 +834,143 @@ fn handshake(
     Ok(Handshaken { ws, protocol })
 }
 
-fn handshake_error(e: WsError) -> TransportError {
-    match e {
-        WsError::Http(response) => TransportError::Refused {
-            status: response.status().as_u16(),
-        },
-        WsError::Io(io) if is_tls_error(&io) => TransportError::Tls(io.to_string()),
-        WsError::Io(io)
-            if matches!(
-                io.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            timed_out("the WebSocket upgrade")
+/// Most bytes of the server's answer to the upgrade (status line and headers).
+const MAX_UPGRADE_RESPONSE: usize = 16 * 1024;
+
+/// The WebSocket upgrade (RFC 6455 section 4.1) on a connected blocking stream. Written here
+/// rather than left to tungstenite's client handshake, which logs the whole request at TRACE
+/// level: the `Sec-WebSocket-Protocol` header, so the auth token, and the query, so the connect
+/// params (tests/security_token.rs). Checks what tungstenite checks: status 101, `Upgrade`,
+/// `Connection`, `Sec-WebSocket-Accept`, and a subprotocol answer that was offered.
+fn upgrade(
+    mut stream: Stream,
+    request: &Request,
+    config: WebSocketConfig,
+) -> Result<(Ws, Option<String>), TransportError> {
+    let uri = request.uri();
+    let authority = uri
+        .authority()
+        .ok_or_else(|| TransportError::Connect(format!("URL {uri} has no host")))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let key = tungstenite::handshake::client::generate_key();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+    );
+    let mut offered: Option<Vec<String>> = None;
+    for (name, value) in request.headers() {
+        // `into_client_request` fills these in; they are written above (with our own key).
+        if matches!(
+            name.as_str(),
+            "host" | "connection" | "upgrade" | "sec-websocket-version" | "sec-websocket-key"
+        ) {
+            continue;
         }
-        WsError::Io(io) => TransportError::Connect(format!("during the WebSocket upgrade: {io}")),
-        WsError::Protocol(p) => TransportError::Protocol(p.to_string()),
-        WsError::Url(u) => TransportError::Connect(format!("invalid URL: {u}")),
-        WsError::Tls(t) => TransportError::Tls(t.to_string()),
-        other => TransportError::Protocol(other.to_string()),
+        let value = value
+            .to_str()
+            .map_err(|_| TransportError::Connect(format!("header {name} is not visible ASCII")))?;
+        if name == "sec-websocket-protocol" {
+            // Some servers match header names case-sensitively (as tungstenite does).
+            req.push_str("Sec-WebSocket-Protocol");
+            offered = Some(value.split(',').map(|p| p.trim().to_owned()).collect());
+        } else {
+            req.push_str(name.as_str());
+        }
+        req.push_str(": ");
+        req.push_str(value);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).map_err(upgrade_io)?;
+    stream.flush().map_err(upgrade_io)?;
+
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    let (len, status, headers) = loop {
+        let n = stream.read(&mut chunk).map_err(upgrade_io)?;
+        if n == 0 {
+            return Err(TransportError::Connect(
+                "the server closed the connection during the WebSocket upgrade".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut slots);
+        match response.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let status = response.code.unwrap_or(0);
+                let headers: Vec<(String, Vec<u8>)> = response
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                    .collect();
+                break (len, status, headers);
+            }
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_UPGRADE_RESPONSE => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(TransportError::Protocol(format!(
+                    "the answer to the WebSocket upgrade has more than {MAX_UPGRADE_RESPONSE} bytes of headers"
+                )));
+            }
+            Err(e) => {
+                return Err(TransportError::Protocol(format!(
+                    "invalid HTTP answer to the WebSocket upgrade: {e}"
+                )));
+            }
+        }
+    };
+    if status != 101 {
+        return Err(TransportError::Refused { status });
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).trim().to_owned())
+    };
+    let refuse = |why: &str| {
+        Err(TransportError::Protocol(format!(
+            "WebSocket upgrade: {why}"
+        )))
+    };
+    if !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        return refuse("no \"Upgrade: websocket\" header in the response");
+    }
+    if !header("connection").is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    }) {
+        return refuse("no \"Connection: Upgrade\" header in the response");
+    }
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if header("sec-websocket-accept").as_deref() != Some(accept.as_str()) {
+        return refuse("Sec-WebSocket-Accept does not match the key sent");
+    }
+    let protocol = header("sec-websocket-protocol");
+    match (&offered, &protocol) {
+        (Some(_), None) => return refuse("the server chose none of the offered subprotocols"),
+        (None, Some(_)) => return refuse("the server chose a subprotocol none was offered"),
+        (Some(offer), Some(p)) if !offer.contains(p) => {
+            return refuse("the server chose a subprotocol that was not offered");
+        }
+        _ => {}
+    }
+    let tail = buf.split_off(len);
+    let ws = WebSocket::from_partially_read(stream, tail, Role::Client, Some(config));
+    Ok((ws, protocol))
+}
+
+/// An I/O error during the upgrade.
+fn upgrade_io(e: io::Error) -> TransportError {
+    if is_tls_error(&e) {
+        TransportError::Tls(e.to_string())
+    } else if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        timed_out("the WebSocket upgrade")
+    } else {
+        TransportError::Connect(format!("during the WebSocket upgrade: {e}"))
     }
 }
 

@@ -489,6 +489,22 @@ impl Inner {
         self.open_delivered && !self.done && !self.shared.borrow().finished
     }
 
+    pub(crate) fn send_backlog(&self) -> usize {
+        let pending: usize = self
+            .pending
+            .iter()
+            .map(|t| match t {
+                Transmit::Text(s) => s.len(),
+                Transmit::Binary(b) => b.len(),
+            })
+            .sum();
+        let buffered = match &self.socket {
+            Some(s) if !self.done => s.buffered_amount() as usize,
+            _ => 0,
+        };
+        pending + buffered
+    }
+
     pub(crate) fn stats(&self) -> TransportStats {
         let s = self.shared.borrow();
         TransportStats {

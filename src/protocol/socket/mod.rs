@@ -212,6 +212,9 @@ pub enum DropReason {
     ChannelCrashed,
     /// It could not be encoded (a binary header field over 255 bytes).
     Encode(EncodeError),
+    /// The transport already held [`SocketConfig::max_send_backlog`] bytes the server had not
+    /// taken (a slow or stalled server): it was never sent.
+    SendQueueFull,
 }
 
 /// A push or broadcast from the server on a channel.
@@ -511,6 +514,8 @@ pub struct Socket {
     events: VecDeque<Event>,
     stats: SocketStats,
     presence_scratch: Vec<PresenceEvent>,
+    /// Bytes the transport holds unsent: its last report plus every frame emitted since.
+    send_backlog: usize,
 }
 
 impl fmt::Debug for Socket {
@@ -553,6 +558,7 @@ impl Socket {
             events: VecDeque::new(),
             stats: SocketStats::default(),
             presence_scratch: Vec::new(),
+            send_backlog: 0,
         }
     }
 
@@ -793,6 +799,20 @@ impl Socket {
         }
     }
 
+    /// The transport's count of bytes it accepted and has not handed to the network yet (a
+    /// slow or stalled server makes it grow). Call it before pushing, e.g. once per frame;
+    /// pushes that would take it past [`SocketConfig::max_send_backlog`] end as
+    /// [`DropReason::SendQueueFull`]. Frames the core emits after the call count on top of it
+    /// until the next report. Never calling it leaves the bound unenforced.
+    pub fn handle_send_backlog(&mut self, bytes: usize) {
+        self.send_backlog = bytes;
+    }
+
+    /// Bytes the transport holds unsent, as last reported plus what was emitted since.
+    pub fn send_backlog(&self) -> usize {
+        self.send_backlog
+    }
+
     /// Fires every timer due at `now`: heartbeat, heartbeat timeout, reconnect, rejoins,
     /// push / join / leave timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -908,12 +928,17 @@ impl Socket {
     }
 
     fn transmit(&mut self, t: Transmit) {
+        let n = transmit_len(&t);
         self.stats.frames_out += 1;
-        self.stats.bytes_out += match &t {
-            Transmit::Text(s) => s.len(),
-            Transmit::Binary(b) => b.len(),
-        } as u64;
+        self.stats.bytes_out += n as u64;
+        self.send_backlog = self.send_backlog.saturating_add(n);
         self.outputs.push_back(Output::Send(t));
+    }
+
+    /// Whether a user push of `n` bytes may go out now (see [`SocketConfig::max_send_backlog`]).
+    pub(super) fn backlog_allows(&self, n: usize) -> bool {
+        self.send_backlog == 0
+            || self.send_backlog.saturating_add(n) <= self.config.max_send_backlog
     }
 
     fn protocol_error(&mut self, e: DecodeError) {
@@ -929,6 +954,8 @@ impl Socket {
             None => Vec::new(),
         };
         self.conn = Conn::Connecting;
+        // A new transport holds nothing yet.
+        self.send_backlog = 0;
         self.events.push_back(Event::Connecting {
             attempt: self.connect_failures + 1,
         });
@@ -962,6 +989,7 @@ impl Socket {
     /// The open connection is gone: error every channel, end every push in flight.
     fn teardown(&mut self, _now: Instant) {
         self.conn = Conn::Idle;
+        self.send_backlog = 0;
         self.heartbeat_at = None;
         self.heartbeat_pending = None;
         // Pushes in flight can never be answered on a new connection.
@@ -1019,6 +1047,13 @@ impl Socket {
                 ChannelState::Errored | ChannelState::Closed => {}
             }
         }
+    }
+}
+
+fn transmit_len(t: &Transmit) -> usize {
+    match t {
+        Transmit::Text(s) => s.len(),
+        Transmit::Binary(b) => b.len(),
     }
 }
 

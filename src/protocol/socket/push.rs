@@ -124,6 +124,9 @@ impl Socket {
                     Err(e) => self
                         .events
                         .push_back(reply(PushOutcome::Dropped(DropReason::Encode(e)))),
+                    Ok(t) if !self.backlog_allows(super::transmit_len(&t)) => self
+                        .events
+                        .push_back(reply(PushOutcome::Dropped(DropReason::SendQueueFull))),
                     Ok(t) => {
                         self.transmit(t);
                         if options.fire_and_forget {
@@ -360,6 +363,19 @@ impl Socket {
                             event,
                             tag,
                             PushOutcome::Dropped(DropReason::Encode(e)),
+                        );
+                    }
+                }
+                Ok(t) if !self.backlog_allows(super::transmit_len(&t)) => {
+                    if let Some(p) = self.pushes.remove(&r)
+                        && let PushKind::User { event, tag, .. } = p.kind
+                    {
+                        self.reply_event(
+                            r,
+                            id,
+                            event,
+                            tag,
+                            PushOutcome::Dropped(DropReason::SendQueueFull),
                         );
                     }
                 }

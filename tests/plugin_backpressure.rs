@@ -1,0 +1,114 @@
+//! A server that stops reading, over a real socket on loopback: the bytes the transport holds
+//! unsent stay within `max_send_backlog` (plus one frame), pushes past it end as
+//! `Dropped(SendQueueFull)` (every push exactly one outcome), the heartbeat still detects the
+//! dead peer, and once the server reads again the socket reconnects, rejoins and pushes work.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy_phoenix_channels::prelude::*;
+use serde_json::json;
+use support::*;
+
+const BOUND: usize = 1 << 20;
+const FRAME: usize = 64 * 1024;
+
+/// The core's view of the transport's unsent bytes (last report plus frames emitted since).
+fn backlog(w: &mut World) -> usize {
+    let mut q = w.query::<&PhoenixSocket>();
+    q.iter(w).map(|s| s.core().send_backlog()).sum()
+}
+
+#[test]
+fn a_server_that_stops_reading_gets_a_bounded_backlog_and_a_heartbeat_timeout() {
+    let server = Server::start();
+    let Some(local) = server.faulty("a_server_that_stops_reading") else {
+        return;
+    };
+    // The heartbeat goes out every second; with the server not reading it is never answered,
+    // and 10 s later the connection is declared dead (long enough for the backlog to build
+    // first on a slow machine: that takes a few dozen frames).
+    // A short connect timeout: attempts made while the server does not read fail fast.
+    let cfg = config(&server.url)
+        .with_connect_timeout(Duration::from_secs(2))
+        .with(|s| {
+            s.with_max_send_backlog(BOUND)
+                .with_heartbeat(Duration::from_secs(1))
+                .with_heartbeat_timeout(Duration::from_secs(10))
+                .with_push_timeout(Duration::from_secs(60))
+        });
+    let mut app = app(cfg);
+    let channel = join(&mut app, PhoenixChannel::new(unique("echo:stall-")));
+    wait_joined(&mut app, channel);
+
+    local.faults().stop_reading(true);
+    // Half the bound per frame: drops come only from what the server does not take.
+    let mut issued = Vec::new();
+    let mut max_backlog = 0;
+    pump_until(&mut app, 60, "the heartbeat timeout", |w| {
+        // After each frame: what the transport held at the frame's start plus what the core
+        // let through during it. The core never lets more than the bound (plus the one frame
+        // allowed onto an empty line) wait.
+        max_backlog = max_backlog.max(backlog(w));
+        let log = w.resource::<Log>();
+        let dead = log
+            .disconnected
+            .iter()
+            .any(|d| d.reason == DisconnectReason::HeartbeatTimeout);
+        if !dead {
+            for _ in 0..8 {
+                let msg =
+                    PushMessage::binary(channel, "noreply", vec![1u8; FRAME]).fire_and_forget();
+                issued.push(msg.handle);
+                w.write_message(msg.report_sent());
+            }
+        }
+        dead
+    });
+    assert!(max_backlog <= BOUND + FRAME + 64, "{max_backlog}");
+
+    let log = log(&app);
+    let mut outcomes: HashMap<PushHandle, Vec<&PushOutcome>> = HashMap::new();
+    for r in &log.replies {
+        outcomes.entry(r.handle).or_default().push(&r.outcome);
+    }
+    let full = outcomes
+        .values()
+        .filter(|o| *o[0] == PushOutcome::Dropped(DropReason::SendQueueFull))
+        .count();
+    assert!(full > 0, "no push was dropped for the full send queue");
+    let sent = outcomes
+        .values()
+        .filter(|o| *o[0] == PushOutcome::Sent)
+        .count();
+    // What went out before the stall filled the kernel's buffers, and at most the bound after.
+    assert!(sent > 0);
+
+    // The server reads again: the socket reconnects and rejoins, and a push is answered.
+    local.faults().stop_reading(false);
+    wait_joined(&mut app, channel);
+    let h = push(
+        &mut app,
+        PushMessage::json(channel, "echo", &json!({"after": "the stall"})).unwrap(),
+    );
+    let r = reply(&mut app, h);
+    assert!(matches!(r.outcome, PushOutcome::Ok(_)), "{:?}", r.outcome);
+
+    // Exactly one outcome for every push made during the stall (all ended before the
+    // reconnect: sent, or dropped at once).
+    let mut count: HashMap<PushHandle, usize> = HashMap::new();
+    for r in &support::log(&app).replies {
+        *count.entry(r.handle).or_default() += 1;
+    }
+    for h in &issued {
+        assert_eq!(count.get(h), Some(&1), "{h:?}");
+    }
+    eprintln!(
+        "stall: {} pushes, {sent} sent, {full} dropped (send queue full), max backlog {max_backlog} B",
+        issued.len()
+    );
+}
