@@ -112,3 +112,71 @@ fn a_server_that_stops_reading_gets_a_bounded_backlog_and_a_heartbeat_timeout() 
         issued.len()
     );
 }
+
+/// With the bound raised past the native transport's own limit (64 MiB it will hold), the
+/// transport refuses a frame on a live connection. A lost frame would leave the server reading
+/// a broken stream, so the plugin ends that connection: every push still gets exactly one
+/// outcome, and the socket reconnects and rejoins once the server reads again.
+#[test]
+fn a_frame_the_transport_refuses_ends_the_connection_not_the_push_silently() {
+    let server = Server::start();
+    let Some(local) = server.faulty("a_frame_the_transport_refuses") else {
+        return;
+    };
+    let cfg = config(&server.url)
+        .with_connect_timeout(Duration::from_secs(2))
+        .with(|s| {
+            s.with_max_send_backlog(1 << 30)
+                .with_push_timeout(Duration::from_secs(120))
+        });
+    let mut app = app(cfg);
+    let channel = join(&mut app, PhoenixChannel::new(unique("echo:refused-")));
+    wait_joined(&mut app, channel);
+
+    local.faults().stop_reading(true);
+    let mut issued = Vec::new();
+    pump_until(&mut app, 60, "the refused frame ends the connection", |w| {
+        let ended = !w.resource::<Log>().disconnected.is_empty();
+        if !ended {
+            for _ in 0..4 {
+                let msg = PushMessage::binary(channel, "noreply", vec![2u8; 1 << 20]);
+                issued.push(msg.handle);
+                w.write_message(msg);
+            }
+        }
+        ended
+    });
+    let log = support::log(&app);
+    match &log.disconnected[0].reason {
+        DisconnectReason::Error(e) => assert!(e.contains("send buffer full"), "{e}"),
+        other => panic!("expected a send error, got {other:?}"),
+    }
+    local.faults().stop_reading(false);
+    wait_joined(&mut app, channel);
+    pump_until(&mut app, 30, "every push has its outcome", |w| {
+        let n: std::collections::HashSet<PushHandle> = w
+            .resource::<Log>()
+            .replies
+            .iter()
+            .map(|r| r.handle)
+            .collect();
+        issued.iter().all(|h| n.contains(h))
+    });
+    let mut count: HashMap<PushHandle, Vec<PushOutcome>> = HashMap::new();
+    for r in &support::log(&app).replies {
+        count.entry(r.handle).or_default().push(r.outcome.clone());
+    }
+    let mut lost = 0;
+    for h in &issued {
+        let o = &count[h];
+        assert_eq!(o.len(), 1, "{h:?}: {o:?}");
+        if o[0] == PushOutcome::Dropped(DropReason::ConnectionLost) {
+            lost += 1;
+        }
+    }
+    assert!(lost > 0);
+    eprintln!(
+        "refused: {} pushes, {lost} ended as connection lost",
+        issued.len()
+    );
+}

@@ -546,7 +546,12 @@ fn socket_removed(
 }
 
 /// Carries out the core's wire requests on this socket's transport.
-fn apply_outputs(entity: Entity, sock: &mut PhoenixSocket, transports: &mut PhoenixTransports) {
+fn apply_outputs(
+    entity: Entity,
+    sock: &mut PhoenixSocket,
+    transports: &mut PhoenixTransports,
+    now: Instant,
+) {
     let mut wrote = false;
     while let Some(out) = sock.core.poll_output() {
         match out {
@@ -578,12 +583,22 @@ fn apply_outputs(entity: Entity, sock: &mut PhoenixSocket, transports: &mut Phoe
             }
             Output::Send(frame) => {
                 if let Some(l) = transports.map.get_mut(&entity) {
-                    if let Err(e) = l.transport.send(frame) {
-                        // The transport reports its own end next poll; the core then
-                        // errors channels and ends in-flight pushes.
-                        debug!("phoenix: send failed: {e}");
+                    match l.transport.send(frame) {
+                        Ok(()) => wrote = true,
+                        // Refused on a live connection (natively: its send buffer is full).
+                        // The frame is lost, so what follows could be misread by the server:
+                        // end this connection; the core ends what was in flight and reconnects.
+                        Err(e) if l.transport.is_open() => {
+                            warn!("phoenix: send refused ({e}): closing the connection");
+                            l.transport.close();
+                            transports.map.remove(&entity);
+                            sock.core
+                                .handle_closed(now, TransportClosed::Error(e.to_string()));
+                        }
+                        // The connection broke: the transport reports its end next poll, and
+                        // the core then errors channels and ends in-flight pushes.
+                        Err(e) => debug!("phoenix: send failed: {e}"),
                     }
-                    wrote = true;
                 }
             }
             Output::Close => {
@@ -696,7 +711,7 @@ fn receive_system(
         if sock.core.poll_timeout().is_some_and(|t| t <= now) {
             sock.core.handle_timeout(now);
         }
-        apply_outputs(entity, sock, transports);
+        apply_outputs(entity, sock, transports, now);
         status.set_if_neq(SocketStatus(sock.core.connection_state()));
     }
 }
@@ -953,7 +968,7 @@ fn send_system(
         if sock.core.poll_timeout().is_some_and(|t| t <= now) {
             sock.core.handle_timeout(now);
         }
-        apply_outputs(entity, sock, transports);
+        apply_outputs(entity, sock, transports, now);
         status.set_if_neq(SocketStatus(sock.core.connection_state()));
     }
 }

@@ -133,6 +133,9 @@ pub struct SocketConfig {
     /// than the bound still goes out when the line is clear. Joins, leaves and heartbeats are
     /// never held back (they are small, and the heartbeat is what detects a dead server).
     /// The adapter reports the backlog with [`Socket::handle_send_backlog`](super::Socket::handle_send_backlog).
+    /// The native transport holds at most 64 MiB whatever this says: a frame past that is
+    /// refused, and the plugin then ends the connection (a lost frame would break the stream);
+    /// everything in flight ends as dropped and the socket reconnects.
     pub max_send_backlog: usize,
     /// Seed for the jitter random numbers (`None` = seeded from the clock). Set it in tests.
     pub rng_seed: Option<u64>,
