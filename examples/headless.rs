@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_phoenix_channels::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -58,12 +57,11 @@ fn main() {
     let name = format!("bot-{}", std::process::id());
 
     App::new()
-        // No frame cap: WaitForNetwork sleeps until the server sends something (natively; the
-        // browser paces frames itself), and at most 16 ms, so the timers still tick.
-        .add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::ZERO)))
-        .insert_resource(WaitForNetwork::up_to(Duration::from_millis(16)))
+        // MinimalPlugins, the plugin and the headless preset: the single-threaded executor and
+        // no frame cap, with WaitForNetwork sleeping until the server sends something
+        // (natively; the browser paces frames itself), and at most 16 ms, so the timers tick.
+        .add_plugins(PhoenixHeadlessPlugins::new(url).up_to(Duration::from_millis(16)))
         .add_plugins(bevy::log::LogPlugin::default())
-        .add_plugins(PhoenixChannelsPlugin::new(url))
         .insert_resource(Bot {
             name: name.clone(),
             shouts_sent: 0,

@@ -13,6 +13,7 @@
 mod commands;
 mod components;
 mod diagnostics;
+mod headless;
 mod messages;
 mod typed;
 mod wait;
@@ -34,6 +35,7 @@ pub use components::{
     PhoenixSocketConfig, SocketStatus,
 };
 pub use diagnostics::PhoenixDiagnosticsPlugin;
+pub use headless::{PhoenixHeadlessPlugin, PhoenixHeadlessPlugins};
 pub use messages::*;
 pub use typed::{
     ChannelDecodeError, ChannelEvent, ChannelRoute, PhoenixAppExt, Received, ReceivedOn,

@@ -62,8 +62,9 @@ pub struct Log {
     pub protocol_errors: Vec<PhoenixProtocolError>,
 }
 
+/// Appends every message the plugin wrote this frame to [`Log`].
 #[allow(clippy::too_many_arguments)]
-fn collect(
+pub fn collect(
     mut log: ResMut<Log>,
     mut m: MessageReader<ChannelMessage>,
     mut r: MessageReader<PushReplied>,

@@ -1,0 +1,92 @@
+//! The headless preset: every schedule single-threaded (systems run on the thread that calls
+//! `update`) and `WaitForNetwork` in place (an idle frame sleeps instead of spinning), and a
+//! client built with it in one line connects, joins and gets replies.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy_phoenix_channels::prelude::*;
+use serde_json::json;
+use support::*;
+
+#[derive(Resource, Default)]
+struct Threads(Vec<ThreadId>);
+
+fn record(mut t: ResMut<Threads>) {
+    t.0.push(std::thread::current().id());
+}
+
+/// Threads that ran `record` in `Update` and `PostUpdate` over a few frames.
+fn threads_of(mut app: App) -> Vec<ThreadId> {
+    app.init_resource::<Threads>()
+        .add_systems(Update, record)
+        .add_systems(PostUpdate, record);
+    app.finish();
+    app.cleanup();
+    for _ in 0..20 {
+        app.update();
+    }
+    app.world().resource::<Threads>().0.clone()
+}
+
+#[test]
+fn the_preset_runs_every_system_on_the_calling_thread() {
+    let me = std::thread::current().id();
+    // Control: Bevy's default executor hands Send systems to its task pool.
+    let mut default = App::new();
+    default.add_plugins((MinimalPlugins, PhoenixChannelsPlugin::default()));
+    let threads = threads_of(default);
+    assert!(
+        threads.iter().any(|t| *t != me),
+        "the control ran on the main thread only"
+    );
+
+    let mut preset = App::new();
+    preset.add_plugins(PhoenixHeadlessPlugins::without_socket());
+    let threads = threads_of(preset);
+    assert_eq!(threads.len(), 40);
+    assert!(threads.iter().all(|t| *t == me), "{threads:?}");
+    assert!(
+        App::new()
+            .add_plugins(PhoenixHeadlessPlugins::without_socket().up_to(Duration::from_millis(7)))
+            .world()
+            .get_resource::<WaitForNetwork>()
+            .is_some_and(|w| w.max_wait == Duration::from_millis(7))
+    );
+}
+
+#[test]
+fn a_one_line_headless_client_joins_and_sleeps_while_idle() {
+    let server = Server::start();
+    let mut app = App::new();
+    app.add_plugins(
+        PhoenixHeadlessPlugins::with_config(config(&server.url)).up_to(Duration::from_millis(200)),
+    )
+    .init_resource::<Log>()
+    .add_systems(Update, support::collect);
+    app.finish();
+    app.cleanup();
+    let ch = join(&mut app, PhoenixChannel::new(unique("echo:headless-")));
+    wait_joined(&mut app, ch);
+    let h = push(
+        &mut app,
+        PushMessage::json(ch, "echo", &json!({"n": 1})).unwrap(),
+    );
+    assert!(matches!(reply(&mut app, h).outcome, PushOutcome::Ok(_)));
+    // Idle: nothing arrives and no timer is due for 30 s, so each frame sleeps its 200 ms.
+    // A loop that spun would run thousands of frames in this second.
+    let t0 = Instant::now();
+    let mut frames = 0;
+    while t0.elapsed() < Duration::from_secs(1) {
+        app.update();
+        frames += 1;
+    }
+    assert!(
+        frames <= 10,
+        "{frames} idle frames in a second: the loop did not sleep"
+    );
+}
