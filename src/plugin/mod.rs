@@ -111,11 +111,30 @@ impl Default for PhoenixClock {
 /// Open transports by socket entity, each made by its socket's
 /// [`PhoenixConnector`](transport::PhoenixConnector). Transports need not be `Send` (on the web
 /// they hold JavaScript objects), so this is a non-send resource.
-#[derive(Default)]
+///
+/// Natively (on Linux), an open transport with nothing left to read is registered in a
+/// readiness set (epoll) and polled again only once its socket is readable (or writable while a
+/// flush is held back): an idle frame with a thousand connected sockets costs one
+/// `epoll_wait`, not a thousand reads, and [`WaitForNetwork`] watches that one descriptor.
 pub struct PhoenixTransports {
     map: HashMap<Entity, Link>,
     /// Handed to new transports so that their handshake ends a [`WaitForNetwork`] sleep.
     waker: transport::NetworkWaker,
+    /// `None` where there is no epoll (or it could not be made): every transport is polled
+    /// every frame.
+    #[cfg(not(target_arch = "wasm32"))]
+    readiness: Option<transport::Readiness>,
+}
+
+impl Default for PhoenixTransports {
+    fn default() -> Self {
+        PhoenixTransports {
+            map: HashMap::default(),
+            waker: transport::NetworkWaker::default(),
+            #[cfg(not(target_arch = "wasm32"))]
+            readiness: transport::Readiness::new().ok(),
+        }
+    }
 }
 
 /// One socket's transport.
@@ -124,6 +143,36 @@ struct Link {
     /// The last `poll` returned `None`: everything the transport had was taken. Otherwise (the
     /// read budget ran out) a network wait must not sleep, whatever the transport says.
     drained: bool,
+    /// How its socket is registered in the readiness set: while registered, the transport is
+    /// polled only in frames where the set says the socket is ready.
+    #[cfg(not(target_arch = "wasm32"))]
+    watch: transport::Watch,
+    /// The readiness set reported its socket this frame.
+    #[cfg(not(target_arch = "wasm32"))]
+    ready: bool,
+}
+
+impl Link {
+    fn new(transport: Box<dyn PhoenixTransport>) -> Self {
+        Link {
+            transport,
+            // Nothing polled yet: the transport's own hint says what to watch.
+            drained: true,
+            #[cfg(not(target_arch = "wasm32"))]
+            watch: transport::Watch::No,
+            #[cfg(not(target_arch = "wasm32"))]
+            ready: false,
+        }
+    }
+
+    /// Whether this frame must poll the transport: always, unless its socket is registered in
+    /// the readiness set and the set did not report it.
+    fn must_poll(&self) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.watch == transport::Watch::No || self.ready;
+        #[cfg(target_arch = "wasm32")]
+        true
+    }
 }
 
 impl PhoenixTransports {
@@ -132,16 +181,75 @@ impl PhoenixTransports {
         self.map.get(&socket).map(|l| l.transport.stats())
     }
 
-    /// What a network wait must watch, one hint per transport.
+    /// What a network wait must watch, one hint per transport not in the readiness set (the
+    /// set itself covers the others).
     #[cfg(not(target_arch = "wasm32"))]
     fn wait_hints(&self) -> impl Iterator<Item = transport::WaitHint<'_>> {
-        self.map.values().map(|l| {
-            if l.drained {
-                l.transport.wait_hint()
-            } else {
-                transport::WaitHint::Ready
+        self.map
+            .values()
+            .filter(|l| l.watch == transport::Watch::No)
+            .map(|l| {
+                if l.drained {
+                    l.transport.wait_hint()
+                } else {
+                    transport::WaitHint::Ready
+                }
+            })
+    }
+
+    /// Marks the transports whose sockets the readiness set reports ready.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn collect_ready(&mut self) {
+        let Some(set) = &mut self.readiness else {
+            return;
+        };
+        let map = &mut self.map;
+        let result = set.ready(map.len(), |key| {
+            if let Some(l) = Entity::try_from_bits(key).and_then(|e| map.get_mut(&e)) {
+                l.ready = true;
             }
-        })
+        });
+        if let Err(e) = result {
+            // Fall back to polling everything, for good.
+            warn!("phoenix: the readiness set failed ({e}); polling every socket each frame");
+            self.readiness = None;
+            for l in self.map.values_mut() {
+                l.watch = transport::Watch::No;
+            }
+        }
+    }
+
+    /// After a poll or a flush: registers the socket's transport in the readiness set when it
+    /// has nothing left to read and its hint names a socket, or stops relying on the set.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn update_watch(&mut self, entity: Entity) {
+        use transport::{WaitHint, Watch};
+        let Some(link) = self.map.get_mut(&entity) else {
+            return;
+        };
+        link.ready = false;
+        let Some(set) = &self.readiness else {
+            return;
+        };
+        let hint = if link.drained {
+            link.transport.wait_hint()
+        } else {
+            WaitHint::Ready
+        };
+        match hint {
+            WaitHint::Socket { tcp, write } => {
+                let want = if write { Watch::ReadWrite } else { Watch::Read };
+                match set.watch(tcp, entity.to_bits(), link.watch, want) {
+                    Ok(()) => link.watch = want,
+                    Err(e) => {
+                        debug!("phoenix: cannot watch a socket for readiness ({e}); polling it");
+                        link.watch = Watch::No;
+                    }
+                }
+            }
+            // Polled every frame; a stale registration only makes spurious wake-ups.
+            _ => link.watch = Watch::No,
+        }
     }
 }
 
@@ -574,14 +682,7 @@ fn apply_outputs(
                     },
                     &transports.waker,
                 );
-                transports.map.insert(
-                    entity,
-                    Link {
-                        transport: t,
-                        // Nothing polled yet: the transport's own hint says what to watch.
-                        drained: true,
-                    },
-                );
+                transports.map.insert(entity, Link::new(t));
             }
             Output::Send(frame) => {
                 if let Some(l) = transports.map.get_mut(&entity) {
@@ -612,6 +713,9 @@ fn apply_outputs(
     }
     if wrote && let Some(l) = transports.map.get_mut(&entity) {
         l.transport.flush();
+        // A flush held back by a full socket needs its writability watched.
+        #[cfg(not(target_arch = "wasm32"))]
+        transports.update_watch(entity);
     }
 }
 
@@ -668,9 +772,13 @@ fn receive_system(
 ) {
     let now = clock.now(&time);
     let transports = &mut *transports;
+    #[cfg(not(target_arch = "wasm32"))]
+    transports.collect_ready();
     for (entity, mut sock, mut status) in &mut sockets {
-        let sock = &mut *sock;
-        if let Some(link) = transports.map.get_mut(&entity) {
+        if let Some(link) = transports.map.get_mut(&entity)
+            && link.must_poll()
+        {
+            let sock = &mut *sock;
             let t = &mut link.transport;
             let mut ended = false;
             let mut budget = sock.config.max_frames_per_update;
@@ -708,12 +816,18 @@ fn receive_system(
             }
             if ended {
                 transports.map.remove(&entity);
+            } else {
+                #[cfg(not(target_arch = "wasm32"))]
+                transports.update_watch(entity);
             }
         }
+        // Read-only until something is due: an idle socket is not marked changed.
         if sock.core.poll_timeout().is_some_and(|t| t <= now) {
             sock.core.handle_timeout(now);
         }
-        apply_outputs(entity, sock, transports, now);
+        if sock.core.has_outputs() {
+            apply_outputs(entity, &mut sock, transports, now);
+        }
         status.set_if_neq(SocketStatus(sock.core.connection_state()));
     }
 }
@@ -964,13 +1078,14 @@ fn send_system(
         let _ = sock.core.push(now, id, &p.event, p.payload, options);
     }
 
-    // Timers, frames out, events.
+    // Timers, frames out, events (an idle socket is only read, not marked changed).
     for (entity, mut sock, mut status, _) in &mut sockets {
-        let sock = &mut *sock;
         if sock.core.poll_timeout().is_some_and(|t| t <= now) {
             sock.core.handle_timeout(now);
         }
-        apply_outputs(entity, sock, transports, now);
+        if sock.core.has_outputs() {
+            apply_outputs(entity, &mut sock, transports, now);
+        }
         status.set_if_neq(SocketStatus(sock.core.connection_state()));
     }
 }

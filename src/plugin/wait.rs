@@ -98,8 +98,12 @@ pub(super) fn wait_system(
     if timeout.is_zero() {
         return;
     }
-    if let Err(e) = crate::transport::wait_for_hints(transports.wait_hints(), &wait.waker, timeout)
-        && !*warned
+    if let Err(e) = crate::transport::wait_for_hints(
+        transports.wait_hints(),
+        &wait.waker,
+        transports.readiness.as_ref(),
+        timeout,
+    ) && !*warned
     {
         *warned = true;
         warn!("phoenix: waiting for the network failed, frames go on without it: {e}");

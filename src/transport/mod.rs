@@ -603,6 +603,7 @@ where
     wait::wait(
         transports.into_iter().map(|t| t.wait_hint()),
         waker.inner.as_deref(),
+        None,
         timeout,
     )
 }
@@ -613,7 +614,11 @@ where
 pub(crate) fn wait_for_hints<'a>(
     hints: impl Iterator<Item = WaitHint<'a>>,
     waker: &NetworkWaker,
+    set: Option<&Readiness>,
     timeout: Duration,
 ) -> std::io::Result<bool> {
-    wait::wait(hints, waker.inner.as_deref(), timeout)
+    wait::wait(hints, waker.inner.as_deref(), set, timeout)
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use wait::{Readiness, Watch};

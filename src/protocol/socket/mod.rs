@@ -635,6 +635,11 @@ impl Socket {
         self.outputs.pop_front()
     }
 
+    /// True when [`Socket::poll_output`] has something.
+    pub fn has_outputs(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     /// True when [`Socket::poll_event`] has something.
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()

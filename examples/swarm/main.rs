@@ -1,0 +1,31 @@
+//! A swarm load generator: N bots in one headless Bevy app, each with its own socket, joining a
+//! room (`room:swarm-K`, with Presence) and pushing moves at a steady rate while it receives the
+//! room's broadcasts. It prints per-second totals and ends with a summary: what a Phoenix game
+//! developer points at their own server before a playtest.
+//!
+//! ```text
+//! cargo run --release --example swarm -- --bots 1000
+//! cargo run --release --example swarm -- --bots 200 --url ws://127.0.0.1:4000/socket --rate 20
+//! ```
+//!
+//! Without `--url` (or `PHOENIX_URL`) it starts the embedded test server in this process: then
+//! the memory figures include the server's. The client's CPU is the main thread's (with the
+//! headless preset every system and every socket runs there). Against your own server, the
+//! channel must answer `"move"` pushes (the reference app's `room:*` channel replies `:ok` and
+//! broadcasts them to the rest of the room).
+//!
+//! Options: `--bots N` (100), `--rooms N` (one per 10 bots), `--rate HZ` moves per bot per second
+//! (5; 0 = idle), `--seconds S` (10), `--url URL`, `--spin` (no `WaitForNetwork`: an uncapped
+//! loop), `--json` (one JSON summary line at the end, for scripts).
+//!
+//! Native only: in the browser there is one socket per tab, and no embedded server.
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
+
+fn main() {
+    #[cfg(not(target_arch = "wasm32"))]
+    native::main();
+    #[cfg(target_arch = "wasm32")]
+    panic!("the swarm runs natively");
+}

@@ -1,0 +1,526 @@
+//! The swarm itself (native only): see `main.rs`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy_phoenix_channels::prelude::*;
+use serde::Serialize;
+
+struct Options {
+    bots: usize,
+    rooms: usize,
+    rate: f64,
+    seconds: f64,
+    url: Option<String>,
+    spin: bool,
+    json: bool,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        bots: 100,
+        rooms: 0,
+        rate: 5.0,
+        seconds: 10.0,
+        url: std::env::var("PHOENIX_URL").ok().filter(|u| !u.is_empty()),
+        spin: false,
+        json: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{name} needs a value")))
+        };
+        match a.as_str() {
+            "--bots" => o.bots = parse(&value("--bots")),
+            "--rooms" => o.rooms = parse(&value("--rooms")),
+            "--rate" => o.rate = parse(&value("--rate")),
+            "--seconds" => o.seconds = parse(&value("--seconds")),
+            "--url" => o.url = Some(value("--url")),
+            "--spin" => o.spin = true,
+            "--json" => o.json = true,
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown option {other}")),
+        }
+    }
+    if o.rooms == 0 {
+        o.rooms = o.bots.div_ceil(10).max(1);
+    }
+    o
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> T {
+    s.parse()
+        .unwrap_or_else(|_| usage(&format!("not a number: {s}")))
+}
+
+fn usage(error: &str) -> ! {
+    if !error.is_empty() {
+        eprintln!("swarm: {error}");
+    }
+    eprintln!(
+        "usage: swarm [--bots N] [--rooms N] [--rate HZ] [--seconds S] [--url URL] [--spin] [--json]"
+    );
+    std::process::exit(2);
+}
+
+/// One bot: its channel entity carries this.
+#[derive(Component)]
+struct Bot {
+    index: usize,
+    next_move: Duration,
+    x: f32,
+}
+
+#[derive(Serialize)]
+struct Move {
+    x: f32,
+    y: f32,
+}
+
+/// Running totals.
+#[derive(Resource, Default, Clone, Copy, Serialize)]
+struct Totals {
+    pushes: u64,
+    replies_ok: u64,
+    replies_error: u64,
+    timeouts: u64,
+    dropped: u64,
+    messages: u64,
+    presence: u64,
+    connects: u64,
+    disconnects: u64,
+    connect_failures: u64,
+    channel_errors: u64,
+    protocol_errors: u64,
+}
+
+impl Totals {
+    fn replies(&self) -> u64 {
+        self.replies_ok + self.replies_error
+    }
+    fn errors(&self) -> u64 {
+        self.replies_error
+            + self.timeouts
+            + self.dropped
+            + self.connect_failures
+            + self.channel_errors
+            + self.protocol_errors
+    }
+}
+
+#[derive(Resource)]
+struct Rate {
+    period: Option<Duration>,
+    pushing: bool,
+}
+
+/// When this frame began, and how long each frame's work took (the sleep in
+/// `PhoenixSystems::Wait` excluded).
+#[derive(Resource, Default)]
+struct FrameClock {
+    start: Option<Instant>,
+    work: Vec<Duration>,
+}
+
+fn frame_start(mut clock: ResMut<FrameClock>) {
+    clock.start = Some(Instant::now());
+}
+
+fn frame_end(mut clock: ResMut<FrameClock>) {
+    if let Some(start) = clock.start.take() {
+        clock.work.push(start.elapsed());
+    }
+}
+
+fn drive(
+    time: Res<Time<Real>>,
+    rate: Res<Rate>,
+    mut bots: Query<(Entity, &ChannelStatus, &mut Bot)>,
+    mut out: MessageWriter<PushMessage>,
+    mut totals: ResMut<Totals>,
+) {
+    let (Some(period), true) = (rate.period, rate.pushing) else {
+        return;
+    };
+    let now = time.elapsed();
+    for (channel, status, mut bot) in &mut bots {
+        if status.0 != ChannelState::Joined || now < bot.next_move {
+            continue;
+        }
+        // Spread the bots over the period so the pushes do not all leave in one frame.
+        if bot.next_move.is_zero() {
+            bot.next_move = now + period.mul_f64((bot.index % 97) as f64 / 97.0);
+            continue;
+        }
+        bot.next_move += period;
+        if bot.next_move < now {
+            bot.next_move = now + period;
+        }
+        bot.x = (bot.x + 1.0) % 100.0;
+        let m = Move {
+            x: bot.x,
+            y: bot.index as f32,
+        };
+        match PushMessage::json(channel, "move", &m) {
+            Ok(p) => {
+                out.write(p);
+                totals.pushes += 1;
+            }
+            Err(e) => error!("swarm: cannot encode a move: {e}"),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn count(
+    mut totals: ResMut<Totals>,
+    mut messages: MessageReader<ChannelMessage>,
+    mut replies: MessageReader<PushReplied>,
+    mut presence: MessageReader<PresenceChanged>,
+    mut connected: MessageReader<SocketConnected>,
+    mut disconnected: MessageReader<SocketDisconnected>,
+    mut failed: MessageReader<SocketConnectFailed>,
+    (mut refused, mut errored, mut protocol): (
+        MessageReader<SocketConnectRefused>,
+        MessageReader<ChannelErrored>,
+        MessageReader<PhoenixProtocolError>,
+    ),
+) {
+    totals.messages += messages.read().count() as u64;
+    for r in replies.read() {
+        match &r.outcome {
+            PushOutcome::Ok(_) | PushOutcome::Sent => totals.replies_ok += 1,
+            PushOutcome::Error(_) => totals.replies_error += 1,
+            PushOutcome::Timeout => totals.timeouts += 1,
+            PushOutcome::Dropped(_) => totals.dropped += 1,
+        }
+    }
+    totals.presence += presence.read().count() as u64;
+    totals.connects += connected.read().count() as u64;
+    totals.disconnects += disconnected.read().count() as u64;
+    totals.connect_failures += (failed.read().count() + refused.read().count()) as u64;
+    totals.channel_errors += errored.read().count() as u64;
+    totals.protocol_errors += protocol.read().count() as u64;
+}
+
+/// CPU time of this process's main thread (Linux; `None` elsewhere), in nanoseconds from
+/// the scheduler's own accounting (`schedstat`), not 10 ms ticks.
+fn main_thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{}/schedstat", std::process::id()))
+        .ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Resident memory of the process in bytes (Linux; `None` elsewhere).
+fn rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn mean(v: &[Duration]) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.iter().sum::<Duration>() / v.len() as u32
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+#[derive(Serialize)]
+struct Summary {
+    bots: usize,
+    rooms: usize,
+    rate: f64,
+    seconds: f64,
+    wait_for_network: bool,
+    embedded_server: bool,
+    joined: usize,
+    connect_seconds: f64,
+    totals: Totals,
+    client_cpu_seconds: Option<f64>,
+    client_cpu_us_per_message: Option<f64>,
+    rss_before_bytes: Option<u64>,
+    rss_after_join_bytes: Option<u64>,
+    rss_end_bytes: Option<u64>,
+    rss_per_socket_bytes: Option<f64>,
+    frame_mean_us: f64,
+    frame_p50_us: f64,
+    frame_p99_us: f64,
+    idle_frame_mean_us: f64,
+    idle_frame_p50_us: f64,
+    idle_frame_p99_us: f64,
+}
+
+pub fn main() {
+    let o = options();
+    let rss_before = rss();
+    let (_server, url, embedded) = match &o.url {
+        Some(url) => (None, url.clone(), false),
+        None => {
+            let server = phoenix_test_server::start().expect("start the embedded test server");
+            let url = server.url();
+            (Some(server), url, true)
+        }
+    };
+    if !o.json {
+        println!(
+            "swarm: {} bots in {} rooms against {url}{}, {} moves/s each, {} s",
+            o.bots,
+            o.rooms,
+            if embedded { " (embedded server)" } else { "" },
+            o.rate,
+            o.seconds
+        );
+    }
+
+    let mut app = App::new();
+    if o.spin {
+        app.add_plugins((MinimalPlugins, PhoenixChannelsPlugin::default()));
+    } else {
+        // The measured best headless configuration: single-threaded executor, WaitForNetwork.
+        app.add_plugins(PhoenixHeadlessPlugins::without_socket());
+    }
+    app.init_resource::<Totals>()
+        .init_resource::<FrameClock>()
+        .insert_resource(Rate {
+            period: (o.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.rate)),
+            pushing: true,
+        })
+        .add_systems(First, frame_start)
+        .add_systems(Update, (drive, count))
+        .add_systems(Last, frame_end.before(PhoenixSystems::Wait));
+    for i in 0..o.bots {
+        let config = PhoenixSocketConfig::new(url.clone()).with(|s| {
+            // Room moves are answered at once; a slow server shows up as timeouts.
+            s.with_push_timeout(Duration::from_secs(10))
+        });
+        let socket = app.world_mut().spawn(PhoenixSocket::new(config)).id();
+        let topic = format!("room:swarm-{}", i % o.rooms);
+        let channel = PhoenixChannel::new(topic)
+            .with_payload(&serde_json::json!({ "user_id": format!("bot-{i}") }))
+            .expect("a JSON object always encodes")
+            .on_socket(socket);
+        app.world_mut().spawn((
+            channel,
+            Bot {
+                index: i,
+                next_move: Duration::ZERO,
+                x: 0.0,
+            },
+        ));
+    }
+    app.finish();
+    app.cleanup();
+
+    let joined = |app: &mut App| {
+        let world = app.world_mut();
+        let mut q = world.query::<(&ChannelStatus, &Bot)>();
+        q.iter(world)
+            .filter(|(s, _)| s.0 == ChannelState::Joined)
+            .count()
+    };
+
+    // Connect and join everybody (bounded: a server that refuses shows in the totals).
+    let t0 = Instant::now();
+    while joined(&mut app) < o.bots && t0.elapsed() < Duration::from_secs(60) {
+        app.update();
+    }
+    let connect_seconds = t0.elapsed().as_secs_f64();
+    let rss_after_join = rss();
+    if !o.json {
+        println!(
+            "[connect] {}/{} joined in {connect_seconds:.2} s",
+            joined(&mut app),
+            o.bots
+        );
+    }
+
+    // The run: per-second lines.
+    app.world_mut().resource_mut::<FrameClock>().work.clear();
+    let run_start = Instant::now();
+    let mut last = *app.world().resource::<Totals>();
+    let mut last_cpu = main_thread_cpu();
+    let mut next_report = run_start + Duration::from_secs(1);
+    let mut all_frames: Vec<Duration> = Vec::new();
+    let run_cpu0 = main_thread_cpu();
+    while run_start.elapsed().as_secs_f64() < o.seconds {
+        app.update();
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(1);
+            let now = *app.world().resource::<Totals>();
+            let cpu = main_thread_cpu();
+            let mut frames = std::mem::take(&mut app.world_mut().resource_mut::<FrameClock>().work);
+            frames.sort();
+            let mut line = format!(
+                "[{:>3.0}s] joined {:>5} | pushes {:>6}/s replies {:>6}/s msgs {:>7}/s | reconnects {} errors {} | frame {:>6.0} µs mean {:>6.0} µs p99 ({} frames)",
+                run_start.elapsed().as_secs_f64(),
+                joined(&mut app),
+                now.pushes - last.pushes,
+                now.replies() - last.replies(),
+                now.messages - last.messages,
+                now.connects.saturating_sub(o.bots as u64),
+                now.errors(),
+                us(mean(&frames)),
+                us(percentile(&frames, 0.99)),
+                frames.len(),
+            );
+            if let (Some(a), Some(b)) = (last_cpu, cpu) {
+                let _ = write!(line, " | client cpu {:.0}%", (b - a).as_secs_f64() * 100.0);
+            }
+            if !o.json {
+                println!("{line}");
+            }
+            all_frames.extend(frames);
+            last = now;
+            last_cpu = cpu;
+        }
+    }
+    let run_cpu = match (run_cpu0, main_thread_cpu()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    all_frames.extend(std::mem::take(
+        &mut app.world_mut().resource_mut::<FrameClock>().work,
+    ));
+    all_frames.sort();
+    let totals = *app.world().resource::<Totals>();
+
+    // Idle: no more pushes; let the last replies and broadcasts land, then time frames that
+    // have nothing to do with every socket connected (the loop spins here on purpose: each
+    // frame is one full pass over the sockets).
+    app.world_mut().resource_mut::<Rate>().pushing = false;
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(1) {
+        app.update();
+    }
+    app.world_mut().remove_resource::<WaitForNetwork>();
+    app.world_mut().resource_mut::<FrameClock>().work.clear();
+    let idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(2) {
+        app.update();
+    }
+    let mut idle_frames = std::mem::take(&mut app.world_mut().resource_mut::<FrameClock>().work);
+    idle_frames.sort();
+    let rss_end = rss();
+
+    let received = totals.messages + totals.replies() + totals.presence;
+    let summary = Summary {
+        bots: o.bots,
+        rooms: o.rooms,
+        rate: o.rate,
+        seconds: o.seconds,
+        wait_for_network: !o.spin,
+        embedded_server: embedded,
+        joined: joined(&mut app),
+        connect_seconds,
+        totals,
+        client_cpu_seconds: run_cpu.map(|c| c.as_secs_f64()),
+        client_cpu_us_per_message: run_cpu
+            .filter(|_| received + totals.pushes > 0)
+            .map(|c| us(c) / (received + totals.pushes) as f64),
+        rss_before_bytes: rss_before,
+        rss_after_join_bytes: rss_after_join,
+        rss_end_bytes: rss_end,
+        rss_per_socket_bytes: match (rss_before, rss_after_join) {
+            (Some(a), Some(b)) if o.bots > 0 => Some(b.saturating_sub(a) as f64 / o.bots as f64),
+            _ => None,
+        },
+        frame_mean_us: us(mean(&all_frames)),
+        frame_p50_us: us(percentile(&all_frames, 0.5)),
+        frame_p99_us: us(percentile(&all_frames, 0.99)),
+        idle_frame_mean_us: us(mean(&idle_frames)),
+        idle_frame_p50_us: us(percentile(&idle_frames, 0.5)),
+        idle_frame_p99_us: us(percentile(&idle_frames, 0.99)),
+    };
+    if o.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("the summary encodes")
+        );
+        return;
+    }
+    let per_socket =
+        |b: Option<f64>| b.map_or("n/a".to_owned(), |b| format!("{:.1} KiB", b / 1024.0));
+    let mut by_room: HashMap<usize, usize> = HashMap::new();
+    for i in 0..o.bots {
+        *by_room.entry(i % o.rooms).or_default() += 1;
+    }
+    println!("--- summary ---");
+    println!(
+        "bots {} ({} joined at the end), rooms {} (up to {} bots each), {} s at {} moves/s per bot",
+        o.bots,
+        summary.joined,
+        o.rooms,
+        by_room.values().max().copied().unwrap_or(0),
+        o.seconds,
+        o.rate
+    );
+    println!(
+        "pushes {} | replies ok {} error {} | timeouts {} | dropped {} | messages {} | presence {}",
+        totals.pushes,
+        totals.replies_ok,
+        totals.replies_error,
+        totals.timeouts,
+        totals.dropped,
+        totals.messages,
+        totals.presence
+    );
+    println!(
+        "connects {} (reconnects {}), disconnects {}, connect failures {}, channel errors {}, protocol errors {}",
+        totals.connects,
+        totals.connects.saturating_sub(o.bots as u64),
+        totals.disconnects,
+        totals.connect_failures,
+        totals.channel_errors,
+        totals.protocol_errors
+    );
+    if let (Some(cpu), Some(per)) = (
+        summary.client_cpu_seconds,
+        summary.client_cpu_us_per_message,
+    ) {
+        println!(
+            "client cpu {cpu:.2} s over {} s ({:.0}%), {per:.2} µs per message (pushes + replies + broadcasts + presence)",
+            o.seconds,
+            cpu / o.seconds * 100.0
+        );
+    }
+    println!(
+        "memory: rss {} before, {} after joining ({} per socket{}), {} at the end",
+        rss_before.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+        rss_after_join.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+        per_socket(summary.rss_per_socket_bytes),
+        if embedded {
+            ", embedded server included"
+        } else {
+            ""
+        },
+        rss_end.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+    );
+    println!(
+        "frame work: {:.0} µs mean, {:.0} µs p50, {:.0} µs p99 while pushing; idle with {} sockets: {:.1} µs mean, {:.1} µs p50, {:.1} µs p99",
+        summary.frame_mean_us,
+        summary.frame_p50_us,
+        summary.frame_p99_us,
+        o.bots,
+        summary.idle_frame_mean_us,
+        summary.idle_frame_p50_us,
+        summary.idle_frame_p99_us
+    );
+}
