@@ -471,6 +471,9 @@ type NameCache = std::collections::HashSet<EventName, BuildHasherDefault<TopicHa
 /// Past this many distinct names, new ones are allocated per message instead of cached.
 const NAME_CACHE_MAX: usize = 1024;
 
+/// Longer names are allocated per message, never cached (the binary format's limit, 255).
+const NAME_MAX_CACHED_LEN: usize = 255;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Conn {
     Idle,
@@ -861,6 +864,11 @@ impl Socket {
 
     /// A shared copy of an event name.
     fn intern(&mut self, name: &str) -> EventName {
+        // A long name is no name a game repeats: cached, a hostile server could pin
+        // NAME_CACHE_MAX frames' worth of memory (16 GiB at the default frame limit).
+        if name.len() > NAME_MAX_CACHED_LEN {
+            return Arc::from(name);
+        }
         // The few most recent names first: a game repeats the same events, and a short
         // compare beats hashing.
         for n in self.recent_names.iter().flatten() {
