@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy_phoenix_channels::prelude::*;
-use bevy_phoenix_channels::protocol::{DecodeError, DisconnectReason, DropReason, SocketStats};
+use bevy_phoenix_channels::protocol::{
+    DecodeError, DisconnectReason, DropReason, SocketStats, presence::MAX_PENDING_DIFFS,
+};
 use serde_json::{Value, json};
 use support::*;
 use tungstenite::{Message, WebSocket};
@@ -853,6 +855,73 @@ fn presence_diff_flood_of_100k_new_keys_keeps_state_right() {
     assert_eq!(core_presence_len(&mut app, ch), 1);
 }
 
+#[test]
+fn presence_diff_flood_before_the_state_is_bounded() {
+    const N: usize = 5_000;
+    let url = serve_ws(|mut p, _| {
+        let Some(jr) = p.join() else { return };
+        for i in 0..N {
+            let diff = json!({"joins": {format!("k{i:04}"): meta(&format!("r{i}"))}, "leaves": {}});
+            p.text(frame(None, None, TOPIC, "presence_diff", diff));
+        }
+        p.text(frame(Some(&jr), None, TOPIC, "presence_state", json!({})));
+        p.send(broadcast("keep-end", json!({})));
+        p.serve();
+    });
+    let mut app = lean_app(&url);
+    let ch = join(&mut app, PhoenixChannel::new(TOPIC));
+    pump_until(&mut app, 60, "the state after the flood", |w| {
+        !w.resource::<Counts>().kept.is_empty()
+    });
+    // At most MAX_PENDING_DIFFS (4096) wait for the state; the oldest go, without an error.
+    let keys = presence_keys(&app, ch);
+    assert_eq!(keys.len(), MAX_PENDING_DIFFS);
+    assert_eq!(keys[0], format!("k{:04}", N - MAX_PENDING_DIFFS));
+    let c = counts(&app);
+    assert_eq!((c.presence_changes, c.syncs), (MAX_PENDING_DIFFS, 1));
+    assert_eq!(c.errors + c.disconnects, 0);
+}
+
+#[test]
+fn deeply_nested_json_is_no_stack_overflow() {
+    let mut seen = scenario(|r| {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        vec![
+            // As a message payload, a reply response and a presence payload.
+            t(format!(r#"[null,null,"room:h","deep",{}]"#, deep(100_000))),
+            t(format!(
+                r#"["{}","{}","room:h","phx_reply",{{"status":"ok","response":{}}}]"#,
+                r.jr,
+                r.push,
+                deep(100_000)
+            )),
+            t(format!(
+                r#"[null,null,"room:h","presence_diff",{{"joins":{}}}]"#,
+                deep(100_000)
+            )),
+            // 100 levels is fine.
+            t(format!(r#"[null,null,"room:h","deep100",{}]"#, deep(100))),
+        ]
+    });
+    // Valid JSON, so the frames decode (the payload is kept raw, not parsed); decoding one
+    // into a value then fails at serde_json's recursion limit instead of overflowing a stack.
+    let too_deep = |r: Result<Value, String>| r.unwrap_err().contains("recursion limit");
+    let reply = seen.reply.decode_ok::<Value>().unwrap();
+    assert!(too_deep(reply.map_err(|e| e.to_string())));
+    let deep = seen.messages("deep");
+    assert_eq!(deep.len(), 1);
+    assert!(too_deep(
+        deep[0].decode::<Value>().map_err(|e| e.to_string())
+    ));
+    assert_eq!(seen.messages("deep100").len(), 1);
+    // Presence is parsed by the client: there it is a protocol error.
+    let errors = seen.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(matches!(&errors[0], DecodeError::Presence(e) if e.contains("recursion limit")));
+    let st = seen.stats();
+    assert_eq!((st.decode_errors, st.ignored_replies), (1, 1));
+}
+
 // ----- presence ---------------------------------------------------------------------------
 
 #[test]
@@ -956,8 +1025,8 @@ fn presence_state_with_malformed_metas_is_an_error_and_changes_nothing() {
 /// code the client sent on connection 0 (if the kill left a way to read it).
 fn killed(
     kill: impl Fn(&mut Peer) + Send + Sync + 'static,
-    max_frame: Option<usize>,
-) -> (App, Entity, PushHandle, Option<u16>) {
+    tweak: impl FnOnce(PhoenixSocketConfig) -> PhoenixSocketConfig,
+) -> (App, Option<u16>) {
     let (tx, rx) = mpsc::channel();
     let url = serve_ws(move |mut p, n| {
         if n > 0 {
@@ -968,11 +1037,7 @@ fn killed(
         kill(&mut p);
         let _ = tx.send(p.close_code());
     });
-    let mut cfg = config(&url);
-    if let Some(max) = max_frame {
-        cfg = cfg.with_max_frame_size(max);
-    }
-    let mut app = app(cfg);
+    let mut app = app(tweak(config(&url)));
     let ch = join(&mut app, PhoenixChannel::new(TOPIC));
     wait_joined(&mut app, ch);
     let h = push(&mut app, PushMessage::json(ch, "ask", &json!({})).unwrap());
@@ -997,7 +1062,7 @@ fn killed(
         reply(&mut app, h2).decode_ok::<Value>().unwrap().unwrap(),
         json!({"n": 2})
     );
-    (app, ch, h, code)
+    (app, code)
 }
 
 fn disconnect_reason(app: &App) -> DisconnectReason {
@@ -1006,9 +1071,9 @@ fn disconnect_reason(app: &App) -> DisconnectReason {
 
 #[test]
 fn frame_above_max_frame_size_disconnects_with_1009_and_reconnects() {
-    let (app, _, _, code) = killed(
+    let (app, code) = killed(
         |p| p.text(frame(None, None, TOPIC, "big", json!("x".repeat(100_000)))),
-        Some(64 << 10),
+        |c| c.with_max_frame_size(64 << 10),
     );
     match disconnect_reason(&app) {
         DisconnectReason::Error(e) => assert!(e.contains("exceeds the limit of 65536"), "{e}"),
@@ -1019,8 +1084,70 @@ fn frame_above_max_frame_size_disconnects_with_1009_and_reconnects() {
 }
 
 #[test]
+fn frame_header_claiming_exabytes_is_refused_before_any_allocation() {
+    // A binary frame header announcing 2^62 bytes, and 8 bytes of it.
+    let mut head = vec![0x82, 127];
+    head.extend_from_slice(&(1u64 << 62).to_be_bytes());
+    head.extend_from_slice(&[0; 8]);
+    let (app, code) = killed(move |p| p.send(Wire::Raw(head.clone())), |c| c);
+    match disconnect_reason(&app) {
+        DisconnectReason::Error(e) => assert!(e.contains(&(1u64 << 62).to_string()), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(code, Some(1009));
+}
+
+#[test]
+fn fragmented_message_above_max_frame_size_disconnects_and_reconnects() {
+    // 40 fragments of 2 KiB, each under the 64 KiB limit, 80 KiB together.
+    let (app, code) = killed(
+        |p| {
+            let chunk = [b'x'; 2048];
+            let mut bytes = Vec::new();
+            for i in 0..40 {
+                let opcode = if i == 0 { 0x01 } else { 0x00 };
+                let mut f = raw_frame(opcode, &chunk);
+                if i == 39 {
+                    f[0] |= 0x80;
+                } else {
+                    f[0] &= 0x7f;
+                }
+                bytes.extend(f);
+            }
+            p.send(Wire::Raw(bytes));
+        },
+        |c| c.with_max_frame_size(64 << 10),
+    );
+    match disconnect_reason(&app) {
+        DisconnectReason::Error(e) => assert!(e.contains("exceeds the limit of 65536"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(code, Some(1009));
+}
+
+#[test]
+fn frame_that_never_completes_times_out_the_heartbeat_and_reconnects() {
+    // The header of a 1000-byte text frame and 10 bytes of it, then nothing: the heartbeat
+    // reply can never get through.
+    let (app, _) = killed(
+        |p| {
+            p.send(Wire::Raw(vec![
+                0x81, 126, 0x03, 0xe8, b'[', 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ]))
+        },
+        |c| {
+            c.with(|s| {
+                s.with_heartbeat(Duration::from_millis(200))
+                    .with_heartbeat_timeout(Duration::from_millis(600))
+            })
+        },
+    );
+    assert_eq!(disconnect_reason(&app), DisconnectReason::HeartbeatTimeout);
+}
+
+#[test]
 fn invalid_utf8_in_a_text_frame_disconnects_and_reconnects() {
-    let (app, _, _, code) = killed(|p| p.send(Wire::Raw(raw_frame(0x81, b"[\xff\xfe]"))), None);
+    let (app, code) = killed(|p| p.send(Wire::Raw(raw_frame(0x81, b"[\xff\xfe]"))), |c| c);
     match disconnect_reason(&app) {
         DisconnectReason::Error(e) => assert!(e.contains("UTF-8"), "{e}"),
         other => panic!("{other:?}"),
@@ -1068,12 +1195,12 @@ fn websocket_protocol_violations_disconnect_and_reconnect() {
 
 #[test]
 fn truncated_websocket_frame_then_eof_disconnects_and_reconnects() {
-    let (app, _, _, _) = killed(
+    let (app, _) = killed(
         |p| {
             p.send(Wire::Raw(vec![0x81, 100, b'[', b'n']));
             let _ = p.ws.get_mut().shutdown(std::net::Shutdown::Both);
         },
-        None,
+        |c| c,
     );
     assert!(
         matches!(
