@@ -15,6 +15,8 @@
 //!   (re)opens. `phx_close` for the current join_ref closes it for good.
 //! - A message whose join_ref is set and is not the channel's current one is stale and
 //!   dropped (counted in [`SocketStats::stale_dropped`]); a null join_ref is accepted.
+//! - A reply must name its push's topic (phoenix.js `isMember`); one that does not is dropped
+//!   (counted in [`SocketStats::unroutable_dropped`]) and the push waits for its own.
 //! - Every push ends in exactly one [`PushOutcome`]. A push made while its channel cannot
 //!   send waits in the channel's buffer (bounded) and is sent when the join succeeds. A push
 //!   made while the *socket* is down, on a channel that had already been joined, belongs to
@@ -403,7 +405,7 @@ pub struct SocketStats {
     /// Messages dropped because their join_ref was not the channel's current one.
     pub stale_dropped: u64,
     /// Messages for a topic or ref this socket does not know (refs it never made, topics it
-    /// has not joined).
+    /// has not joined, a reply naming another topic than its push's).
     pub unroutable_dropped: u64,
     /// Replies to pushes that expected none (fire-and-forget) or had already ended (timed out,
     /// dropped, a replaced channel's leave): expected, and not an error.
