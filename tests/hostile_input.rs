@@ -1080,7 +1080,10 @@ fn frame_above_max_frame_size_disconnects_with_1009_and_reconnects() {
         |c| c.with_max_frame_size(64 << 10),
     );
     match disconnect_reason(&app) {
-        DisconnectReason::Error(e) => assert!(e.contains("exceeds the limit of 65536"), "{e}"),
+        DisconnectReason::Error(e) => assert!(
+            e.contains("incoming frame of 100029 bytes exceeds the limit of 65536"),
+            "{e}"
+        ),
         other => panic!("{other:?}"),
     }
     assert_eq!(code, Some(1009));
