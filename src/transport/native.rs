@@ -128,7 +128,15 @@ enum State {
         write_failure: Option<TransportEvent>,
     },
     /// Terminal event delivered (or closed by us); still finishing the closing handshake.
-    Closing { ws: Box<Ws>, deadline: Instant },
+    /// `raw`: the connection failed on a frame it read (too large, malformed), so the bytes
+    /// that follow are drained from the stream without parsing: tungstenite's reader is left
+    /// mid-frame (after a too-large header it would try to read the whole frame, and its
+    /// buffer-full debug assertion panics).
+    Closing {
+        ws: Box<Ws>,
+        deadline: Instant,
+        raw: bool,
+    },
     /// Nothing more to do. `pending_event` may hold one last event (e.g. an early failure).
     Done {
         pending_event: Option<TransportEvent>,
@@ -421,7 +429,7 @@ impl Inner {
                         },
                     };
                     // tungstenite queued the close reply; closing state flushes it.
-                    self.enter_closing();
+                    self.enter_closing(false);
                     return Some(TransportEvent::Closed(info));
                 }
                 // Pongs to pings are queued by tungstenite and written by the next read.
@@ -441,10 +449,10 @@ impl Inner {
                     let event = event_from_error(e);
                     match &event {
                         TransportEvent::Failed(TransportError::FrameTooLarge { .. }) => {
-                            self.close_with(CloseCode::Size, "frame too large")
+                            self.close_with(CloseCode::Size, "frame too large", true)
                         }
                         TransportEvent::Failed(TransportError::Protocol(_)) => {
-                            self.close_with(CloseCode::Protocol, "protocol error")
+                            self.close_with(CloseCode::Protocol, "protocol error", true)
                         }
                         _ => {
                             self.state = State::Done {
@@ -458,8 +466,9 @@ impl Inner {
         }
     }
 
-    /// Moves an open socket to the closing state (the close frame is already queued).
-    fn enter_closing(&mut self) {
+    /// Moves an open socket to the closing state (the close frame is already queued); `raw`
+    /// as in [`State::Closing`].
+    fn enter_closing(&mut self, raw: bool) {
         let old = std::mem::replace(
             &mut self.state,
             State::Done {
@@ -470,13 +479,15 @@ impl Inner {
             self.state = State::Closing {
                 ws,
                 deadline: Instant::now() + CLOSE_LINGER,
+                raw,
             };
             self.drive_closing();
         }
     }
 
-    /// Sends a Close frame with `code` (best effort) and moves to the closing state.
-    fn close_with(&mut self, code: CloseCode, reason: &'static str) {
+    /// Sends a Close frame with `code` (best effort) and moves to the closing state (`raw` as
+    /// in [`State::Closing`]).
+    fn close_with(&mut self, code: CloseCode, reason: &'static str, raw: bool) {
         if let State::Open { ws, .. } = &mut self.state {
             let frame = CloseFrame {
                 code,
@@ -493,12 +504,12 @@ impl Inner {
                 }
             }
         }
-        self.enter_closing();
+        self.enter_closing(raw);
     }
 
     /// Flushes the close frame and reads until the peer ends the connection or the linger ends.
     fn drive_closing(&mut self) {
-        let State::Closing { ws, deadline } = &mut self.state else {
+        let State::Closing { ws, deadline, raw } = &mut self.state else {
             return;
         };
         let finished = 'drive: {
@@ -509,6 +520,18 @@ impl Inner {
                 Ok(()) => {}
                 Err(e) if is_would_block(&e) => break 'drive false,
                 Err(_) => break 'drive true,
+            }
+            if *raw {
+                let mut scratch = [0u8; READ_BUFFER];
+                for _ in 0..CLOSING_READS_PER_POLL {
+                    match ws.get_mut().read(&mut scratch) {
+                        Ok(0) => break 'drive true,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 'drive false,
+                        Err(_) => break 'drive true,
+                    }
+                }
+                break 'drive false;
             }
             for _ in 0..CLOSING_READS_PER_POLL {
                 match ws.read() {
@@ -601,7 +624,7 @@ impl Inner {
 
     pub(crate) fn close(&mut self) {
         match &self.state {
-            State::Open { .. } => self.close_with(CloseCode::Normal, ""),
+            State::Open { .. } => self.close_with(CloseCode::Normal, "", false),
             State::Closing { .. } => {}
             // Dropping the receiver tells the handshake thread to close what it opens.
             // After close() no event is reported, a pending failure included.

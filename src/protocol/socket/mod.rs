@@ -15,6 +15,8 @@
 //!   (re)opens. `phx_close` for the current join_ref closes it for good.
 //! - A message whose join_ref is set and is not the channel's current one is stale and
 //!   dropped (counted in [`SocketStats::stale_dropped`]); a null join_ref is accepted.
+//! - A reply must name its push's topic (phoenix.js `isMember`); one that does not is dropped
+//!   (counted in [`SocketStats::unroutable_dropped`]) and the push waits for its own.
 //! - Every push ends in exactly one [`PushOutcome`]. A push made while its channel cannot
 //!   send waits in the channel's buffer (bounded) and is sent when the join succeeds. A push
 //!   made while the *socket* is down, on a channel that had already been joined, belongs to
@@ -406,7 +408,7 @@ pub struct SocketStats {
     /// Messages dropped because their join_ref was not the channel's current one.
     pub stale_dropped: u64,
     /// Messages for a topic or ref this socket does not know (refs it never made, topics it
-    /// has not joined).
+    /// has not joined, a reply naming another topic than its push's).
     pub unroutable_dropped: u64,
     /// Replies to pushes that expected none (fire-and-forget) or had already ended (timed out,
     /// dropped, a replaced channel's leave): expected, and not an error.
@@ -473,6 +475,9 @@ type NameCache = std::collections::HashSet<EventName, BuildHasherDefault<TopicHa
 
 /// Past this many distinct names, new ones are allocated per message instead of cached.
 const NAME_CACHE_MAX: usize = 1024;
+
+/// Longer names are allocated per message, never cached (the binary format's limit, 255).
+const NAME_MAX_CACHED_LEN: usize = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Conn {
@@ -886,6 +891,11 @@ impl Socket {
 
     /// A shared copy of an event name.
     fn intern(&mut self, name: &str) -> EventName {
+        // A long name is no name a game repeats: cached, a hostile server could pin
+        // NAME_CACHE_MAX frames' worth of memory (16 GiB at the default frame limit).
+        if name.len() > NAME_MAX_CACHED_LEN {
+            return Arc::from(name);
+        }
         // The few most recent names first: a game repeats the same events, and a short
         // compare beats hashing.
         for n in self.recent_names.iter().flatten() {

@@ -3,12 +3,11 @@
 //! frame is borrowed, then `deliver` acts on that [`Route`] once the frame is owned, so payloads
 //! point into it without a copy.
 
-use std::collections::hash_map::Entry;
 use std::ops::Range;
 
 use web_time::Instant;
 
-use super::push::{PushKind, PushState};
+use super::push::{Push, PushKind, PushState};
 use super::{
     ChannelError, ChannelState, CloseReason, DropReason, Event, EventName, InboundMessage,
     PushOutcome, Socket,
@@ -88,7 +87,7 @@ impl Socket {
         }
         // Anything else, on "phoenix" too (a channel may join that topic, as in phoenix.js,
         // and Phoenix refuses it with "unmatched topic"), is looked up by its ref.
-        let Entry::Occupied(e) = self.pushes.entry(r) else {
+        let Some(&Push { channel, state, .. }) = self.pushes.get(&r) else {
             // A ref we made: a reply to a push that expected none (fire-and-forget) or that
             // has already ended (timeout, drop, a replaced channel's leave). Not an anomaly.
             if r <= self.next_ref {
@@ -98,11 +97,19 @@ impl Socket {
             }
             return None;
         };
-        if e.get().state != PushState::InFlight {
+        if state != PushState::InFlight {
             self.stats.unroutable_dropped += 1;
             return None;
         }
-        let p = e.remove();
+        // The reply must name the push's topic (phoenix.js `isMember`): one that does not is
+        // dropped, and the push keeps waiting for its own reply (or its timeout). Its join_ref
+        // is not checked: a ref names exactly one push, and pushes in flight never outlive
+        // their join (they end as dropped when the channel errors or the socket drops).
+        if self.chan(channel).is_some_and(|c| *c.topic != *topic) {
+            self.stats.unroutable_dropped += 1;
+            return None;
+        }
+        let p = self.pushes.remove(&r)?;
         match p.kind {
             PushKind::User { event, tag, .. } => Some(Route::Reply {
                 push: r,
@@ -314,7 +321,10 @@ impl Socket {
                 span,
             } => {
                 let Frame::Text(text) = &frame else {
-                    self.stats.unroutable_dropped += 1;
+                    // Presence is JSON: a binary presence frame is malformed, and said so.
+                    self.protocol_error(DecodeError::Presence(
+                        "presence payload in a binary frame".into(),
+                    ));
                     return;
                 };
                 let json = text.get(span).unwrap_or("null");
