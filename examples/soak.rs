@@ -8,7 +8,16 @@
 //! ```sh
 //! cargo run --release --example soak
 //! cargo run --release --example soak -- --messages 200000 --pushes 200000 --names 100000
+//! # the client alone: the server in its own process
+//! cargo run --release -p phoenix_test_server -- --port 4000 &
+//! cargo run --release --example soak -- --url ws://127.0.0.1:4000/socket
 //! ```
+//!
+//! Flatness: the heap and RSS at the start (median of 5 samples after `--warmup` operations)
+//! and at the end of each phase (median of the last 5 samples), within `--heap-tolerance-kib`
+//! (1 MiB) and `--rss-tolerance-kib` (8 MiB); the least-squares slope of the heap is printed in
+//! bytes per million operations. The core's tables (`Socket::footprint`) must be back to one
+//! channel and no push when each phase is idle, and the interned names never above 1024.
 //!
 //! Phase "steady": `echo` pushes (a window of them in flight) and `burst` pushes that make the
 //! server send `--burst` `tick` messages each, until both counts are reached. Phase "names":
@@ -38,6 +47,8 @@ struct Opts {
     warmup: u64,
     heap_tolerance: u64,
     rss_tolerance: u64,
+    /// A server to use instead of the embedded one (then only the client is measured).
+    url: Option<String>,
 }
 
 impl Default for Opts {
@@ -49,9 +60,10 @@ impl Default for Opts {
             window: 512,
             burst: 500,
             sample: 50_000,
-            warmup: 100_000,
+            warmup: 300_000,
             heap_tolerance: 1 << 20,
             rss_tolerance: 8 << 20,
+            url: None,
         }
     }
 }
@@ -64,11 +76,15 @@ fn parse_args() -> Result<Opts, String> {
             return Err(
                 "usage: soak [--messages N] [--pushes N] [--names N] [--window N] \
                         [--burst N] [--sample N] [--warmup N] [--heap-tolerance-kib N] \
-                        [--rss-tolerance-kib N]"
+                        [--rss-tolerance-kib N] [--url ws://HOST:PORT/socket]"
                     .into(),
             );
         }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        if flag == "--url" {
+            o.url = Some(value);
+            continue;
+        }
         let n = value
             .parse::<f64>()
             .map_err(|e| format!("{flag} {value}: {e}"))? as u64;
@@ -111,6 +127,22 @@ struct Sample {
     hwm: u64,
     heap: u64,
     footprint: SocketFootprint,
+}
+
+fn print_footprint(label: &str, f: &SocketFootprint) {
+    println!(
+        "{label} pushes {} deadlines {} buffered {} names {} channels {} slots {} topics {} join_refs {} outputs {} events {}",
+        f.pushes,
+        f.deadlines,
+        f.buffered,
+        f.names,
+        f.channels,
+        f.channel_slots,
+        f.topics,
+        f.join_refs,
+        f.outputs,
+        f.events
+    );
 }
 
 fn mib(b: u64) -> f64 {
@@ -309,11 +341,27 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let server = phoenix_test_server::start().expect("start the test server");
-    println!("soak: server {}, {opts:?}", server.url());
+    // The embedded server, unless `--url` names one (e.g. `cargo run --release -p
+    // phoenix_test_server` in another process, so that memory is the client's alone).
+    let (server, url) = match &opts.url {
+        Some(u) => (None, u.clone()),
+        None => {
+            let s = phoenix_test_server::start().expect("start the test server");
+            let u = s.url();
+            (Some(s), u)
+        }
+    };
+    println!(
+        "soak: server {url} ({}), {opts:?}",
+        if server.is_some() {
+            "embedded: its memory is counted too"
+        } else {
+            "external: only the client is measured"
+        }
+    );
     let mut app = App::new();
     app.add_plugins(MinimalPlugins)
-        .add_plugins(PhoenixChannelsPlugin::new(server.url()))
+        .add_plugins(PhoenixChannelsPlugin::new(url))
         .insert_resource(WaitForNetwork::up_to(Duration::from_millis(5)))
         .insert_resource(Soak {
             opts: opts.clone(),
@@ -376,60 +424,90 @@ fn main() {
             soak.wrong_name
         ));
     }
-    // Per phase: the first sample at or past the warm-up, the peak, the idle end.
+    // Per phase: flatness from the end of the warm-up to the end of the phase. One sample is
+    // noisy (messages in flight, the server's queues, Bevy's message buffers), so the start and
+    // the end are each the median of `WINDOW` samples; the least-squares slope over every
+    // sample after the warm-up says how many bytes a million operations would add.
+    const WINDOW: usize = 5;
     let mut idle = soak.idle.iter();
     for (name, phase) in [("steady", Phase::Steady), ("names", Phase::Names)] {
         let Some(end) = idle.next() else { break };
-        let phase_samples: Vec<Sample> = soak
+        let after: Vec<Sample> = soak
             .samples
             .iter()
-            .filter(|(p, _)| *p == phase)
+            .filter(|(p, s)| *p == phase && s.messages + s.pushes >= o.warmup)
             .map(|(_, s)| *s)
             .collect();
-        let Some(base) = phase_samples
-            .iter()
-            .find(|s| s.messages + s.pushes >= o.warmup)
-            .copied()
-        else {
+        if after.len() < 2 * WINDOW {
             println!(
-                "{name}: too short for a warm-up of {} (no sample after it)",
-                o.warmup
+                "{name}: only {} samples after a warm-up of {} ops: too short to judge flatness (need {})",
+                after.len(),
+                o.warmup,
+                2 * WINDOW
             );
             continue;
+        }
+        let median = |v: &[Sample], f: fn(&Sample) -> u64| {
+            let mut x: Vec<u64> = v.iter().map(f).collect();
+            x.sort_unstable();
+            x[x.len() / 2]
         };
-        let peak_heap = phase_samples.iter().map(|s| s.heap).max().unwrap_or(0);
-        let peak_rss = phase_samples.iter().map(|s| s.rss).max().unwrap_or(0);
-        let last = phase_samples.last().copied().unwrap_or(base);
-        println!("{name}:");
-        print_sample("  after warm-up", &base);
+        let first = &after[..WINDOW];
+        let last = &after[after.len() - WINDOW..];
+        let (heap0, heap1) = (median(first, |s| s.heap), median(last, |s| s.heap));
+        let (rss0, rss1) = (median(first, |s| s.rss), median(last, |s| s.rss));
+        let ops = |s: &Sample| (s.messages + s.pushes) as f64;
+        let n = after.len() as f64;
+        let mx = after.iter().map(ops).sum::<f64>() / n;
+        let my = after.iter().map(|s| s.heap as f64).sum::<f64>() / n;
+        let sxy: f64 = after
+            .iter()
+            .map(|s| (ops(s) - mx) * (s.heap as f64 - my))
+            .sum();
+        let sxx: f64 = after.iter().map(|s| (ops(s) - mx).powi(2)).sum();
+        let slope = if sxx > 0.0 { sxy / sxx * 1e6 } else { 0.0 };
+        let peak_heap = after.iter().map(|s| s.heap).max().unwrap_or(0);
+        let peak_rss = after.iter().map(|s| s.rss).max().unwrap_or(0);
+        println!("{name}: {} samples after the warm-up", after.len());
+        print_sample("  after warm-up", &first[0]);
+        print_sample("  last sample", &last[WINDOW - 1]);
+        print_sample("  idle end", end);
         println!(
-            "  peak           heap {:.2} MiB RSS {:.2} MiB (HWM at the end {:.2} MiB)",
+            "  heap: start {:.2} MiB (median of {WINDOW}), peak {:.2} MiB, end {:.2} MiB (median of {WINDOW}), idle {:.2} MiB; slope {:+.0} bytes per million ops",
+            mib(heap0),
             mib(peak_heap),
+            mib(heap1),
+            mib(end.heap),
+            slope
+        );
+        println!(
+            "  RSS:  start {:.2} MiB, peak {:.2} MiB, end {:.2} MiB, idle {:.2} MiB; VmHWM {:.2} MiB",
+            mib(rss0),
             mib(peak_rss),
+            mib(rss1),
+            mib(end.rss),
             mib(end.hwm)
         );
-        print_sample("  last sample", &last);
-        print_sample("  idle end", end);
-        let heap_growth = last.heap as i64 - base.heap as i64;
-        let rss_growth = last.rss as i64 - base.rss as i64;
         println!(
-            "  growth from warm-up to the last sample: heap {:+.3} MiB (tolerance {:.2}), RSS {:+.3} MiB (tolerance {:.2})",
-            heap_growth as f64 / 1048576.0,
+            "  growth start -> end: heap {:+.3} MiB (tolerance {:.2}), RSS {:+.3} MiB (tolerance {:.2})",
+            (heap1 as f64 - heap0 as f64) / 1048576.0,
             mib(o.heap_tolerance),
-            rss_growth as f64 / 1048576.0,
+            (rss1 as f64 - rss0 as f64) / 1048576.0,
             mib(o.rss_tolerance)
         );
-        if heap_growth > o.heap_tolerance as i64 {
-            fail(format!("{name}: heap grew {heap_growth} bytes"));
+        print_footprint("  footprint start", &first[0].footprint);
+        print_footprint("  footprint idle ", &end.footprint);
+        if heap1 > heap0 + o.heap_tolerance {
+            fail(format!("{name}: heap grew {} bytes", heap1 - heap0));
         }
-        if end.heap as i64 - base.heap as i64 > o.heap_tolerance as i64 {
+        if end.heap > heap0 + o.heap_tolerance {
             fail(format!(
-                "{name}: idle heap {} bytes above the warm-up's",
-                end.heap as i64 - base.heap as i64
+                "{name}: idle heap {} bytes above the start",
+                end.heap - heap0
             ));
         }
-        if rss_growth > o.rss_tolerance as i64 {
-            fail(format!("{name}: RSS grew {rss_growth} bytes"));
+        if rss1 > rss0 + o.rss_tolerance {
+            fail(format!("{name}: RSS grew {} bytes", rss1 - rss0));
         }
         let f = end.footprint;
         if f.pushes != 0 || f.buffered != 0 || f.outputs != 0 || f.events != 0 {
