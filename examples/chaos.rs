@@ -57,7 +57,7 @@ pub struct Opts {
     pub seed: u64,
     /// `--server-down SECS` mode.
     pub server_down: Option<u64>,
-    /// `WaitForNetwork` bound per frame.
+    /// `WaitForNetwork` bound per frame (2 ms; 16 ms with `--server-down` unless given).
     pub wait: Duration,
 }
 
@@ -79,6 +79,7 @@ impl Default for Opts {
 
 fn parse_args() -> Result<Opts, String> {
     let mut o = Opts::default();
+    let mut wait_given = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -99,10 +100,17 @@ fn parse_args() -> Result<Opts, String> {
             "--recovery-timeout-s" => o.recovery_timeout = Duration::from_secs_f64(num(&value)?),
             "--seq-rate" => o.seq_rate = (num(&value)? as u64).max(1),
             "--seed" => o.seed = num(&value)? as u64,
-            "--wait-ms" => o.wait = Duration::from_millis(num(&value)? as u64),
+            "--wait-ms" => {
+                o.wait = Duration::from_millis(num(&value)? as u64);
+                wait_given = true;
+            }
             "--server-down" => o.server_down = Some(num(&value)? as u64),
             _ => return Err(format!("unknown flag {flag} (--help)")),
         }
+    }
+    // Idle, a headless client sleeps as the README recommends: up to 16 ms per frame.
+    if o.server_down.is_some() && !wait_given {
+        o.wait = Duration::from_millis(16);
     }
     Ok(o)
 }
@@ -183,7 +191,10 @@ struct Recovery {
     ok: bool,
     seconds: f64,
     reconnected: u64,
+    /// Channels of the main socket joined again since the fault began.
     rejoined: usize,
+    /// The second socket's room joined again since the fault began.
+    b_rejoined: bool,
     detail: String,
 }
 
@@ -527,13 +538,16 @@ fn fault_check_system(
             }
             let reconnected = run.a_connects - run.snapshot_connects;
             let mut rejoined = 0;
+            let mut b_rejoined = false;
             for &c in run.a_channels.iter().chain([&run.b_room]) {
                 if channels.get(c).ok().map(|s| s.0) != Some(ChannelState::Joined) {
                     wrong.push(format!("channel {c} not joined"));
                 }
                 let now_joins = run.joins.get(&c).copied().unwrap_or(0);
                 let before = run.snapshot_joins.get(&c).copied().unwrap_or(0);
-                if now_joins > before {
+                if now_joins > before && c == run.b_room {
+                    b_rejoined = true;
+                } else if now_joins > before {
                     rejoined += 1;
                 } else if reconnected > 0 && run.a_channels.contains(&c) {
                     wrong.push(format!("channel {c} not joined again after the reconnect"));
@@ -573,6 +587,7 @@ fn fault_check_system(
                         .as_secs_f64(),
                     reconnected,
                     rejoined,
+                    b_rejoined,
                     detail,
                 };
                 let mut ctl = lock(&run.coord.ctl);
@@ -784,11 +799,12 @@ fn fault_thread(
                     failures.push(format!("fault #{epoch} {kind}: no recovery: {}", r.detail));
                 }
                 println!(
-                    "fault #{epoch:>3} {kind:<26} cut {cut}, A reconnected {}, rejoined {}/{}, {} in {:.2} s",
+                    "fault #{epoch:>3} {kind:<26} cut {cut}, A reconnected {}, A channels joined again {}/{}, B room {}, {} {:.2} s after the fault ended",
                     r.reconnected,
                     r.rejoined,
-                    opts.channels + 1,
-                    if r.ok { "recovered" } else { "NOT RECOVERED" },
+                    opts.channels,
+                    if r.b_rejoined { "joined again" } else { "kept" },
+                    if r.ok { "consistent" } else { "NOT RECOVERED" },
                     r.seconds
                 );
             }
