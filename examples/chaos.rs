@@ -1199,17 +1199,36 @@ pub fn server_down(opts: &Opts, secs: u64) -> bool {
         .map(|w| format!("{:.0}", (w[1] - w[0]).as_secs_f64() * 1000.0))
         .collect();
     println!("gaps between attempts (ms): {}", gaps.join(" "));
+    // The i-th scheduled reconnect (1-based) waits the table's i-th delay, jittered: with no
+    // open in between, the core's try counter is i (`SocketReconnecting::attempt` is i + 1,
+    // the connect attempt it will be).
     let mut bad_delays = Vec::new();
-    for &(attempt, delay) in &seen.reconnecting {
-        let t = table_delay(attempt).as_secs_f64();
+    for (i, &(attempt, delay)) in seen.reconnecting.iter().enumerate() {
+        let t = table_delay(i as u32 + 1).as_secs_f64();
         let d = delay.as_secs_f64();
         if d < t * (1.0 - jitter) - 1e-6 || d > t * (1.0 + jitter) + 1e-6 {
-            bad_delays.push(format!("attempt {attempt}: {d:.3} s vs table {t:.3} s"));
+            bad_delays.push(format!(
+                "reconnect {} (attempt {attempt}): {d:.3} s vs table {t:.3} s",
+                i + 1
+            ));
+        }
+    }
+    // What the listener saw: the gap before attempt i + 1 is at least the jittered delay (it
+    // also holds the failed handshake) and at most that plus 100 ms of scheduling slack.
+    for (i, w) in times.windows(2).enumerate() {
+        let t = table_delay(i as u32 + 1).as_secs_f64();
+        let g = (w[1] - w[0]).as_secs_f64();
+        if g < t * (1.0 - jitter) - 0.001 || g > t * (1.0 + jitter) + 0.1 {
+            bad_delays.push(format!(
+                "gap before attempt {}: {g:.3} s vs table {t:.3} s",
+                i + 2
+            ));
         }
     }
     println!(
-        "scheduled delays checked against the table: {} ({} outside ±20 %)",
+        "scheduled delays and listener gaps checked against the table: {} + {} ({} outside ±20 %)",
         seen.reconnecting.len(),
+        times.len().saturating_sub(1),
         bad_delays.len()
     );
     let count = times.len() as u64;
