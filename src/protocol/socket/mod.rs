@@ -419,6 +419,35 @@ pub struct SocketStats {
     pub last_rtt: Option<Duration>,
 }
 
+/// How many entries the socket's internal tables hold right now ([`Socket::footprint`]): for
+/// soak tests and leak hunting. Every count returns to a small constant when the socket is idle
+/// (no pushes in flight, outputs and events drained); only `names` keeps what it learnt, up to a
+/// fixed bound (1024 distinct event names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SocketFootprint {
+    /// Pushes in the push table (in flight, buffered, joins and leaves awaiting a reply).
+    pub pushes: usize,
+    /// Entries in the timeout heap (ended pushes are removed lazily, so this can exceed
+    /// `pushes`, but it is pruned when it grows past twice `pushes` plus 1024).
+    pub deadlines: usize,
+    /// Channels that are not closed.
+    pub channels: usize,
+    /// Channel slots allocated (used and free; slots are reused).
+    pub channel_slots: usize,
+    /// Entries in the topic index.
+    pub topics: usize,
+    /// Entries in the join_ref index.
+    pub join_refs: usize,
+    /// Entries in the channels' push buffers (ended pushes are skipped lazily).
+    pub buffered: usize,
+    /// Interned event names (bounded).
+    pub names: usize,
+    /// Outputs not yet taken by [`Socket::poll_output`].
+    pub outputs: usize,
+    /// Events not yet taken by [`Socket::poll_event`].
+    pub events: usize,
+}
+
 /// A read-only view of one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelInfo {
@@ -575,6 +604,31 @@ impl Socket {
     /// Counters.
     pub fn stats(&self) -> &SocketStats {
         &self.stats
+    }
+
+    /// The size of every internal table (see [`SocketFootprint`]). Read-only and cheap: it
+    /// walks the channel slots, nothing else.
+    pub fn footprint(&self) -> SocketFootprint {
+        let mut channels = 0;
+        let mut buffered = 0;
+        for s in &self.channels {
+            if let Slot::Used(c) = s {
+                channels += 1;
+                buffered += c.buffer.len();
+            }
+        }
+        SocketFootprint {
+            pushes: self.pushes.len(),
+            deadlines: self.deadlines.len(),
+            channels,
+            channel_slots: self.channels.len(),
+            topics: self.topics.len(),
+            join_refs: self.join_refs.len(),
+            buffered,
+            names: self.names.len(),
+            outputs: self.outputs.len(),
+            events: self.events.len(),
+        }
     }
 
     /// The connection state.
