@@ -1,4 +1,4 @@
-//! A short run of the chaos example (`examples/chaos.rs`, shared through `#[path]`): a few
+//! A short run of the chaos example (`examples/chaos/native.rs`, shared through `#[path]`): a few
 //! thousand pushes over 20 channels while the test server drops, refuses and stalls the
 //! connection. It fails when any of the example's invariants fails: a push without exactly one
 //! outcome (or with one that does not fit it), a channel not joined again or presence not equal
@@ -6,7 +6,7 @@
 //! not notice. The full run (100k pushes, every fault kind many times) is the example itself.
 
 #[allow(dead_code)]
-#[path = "../examples/chaos.rs"]
+#[path = "../examples/chaos/native.rs"]
 mod chaos;
 
 use std::time::Duration;
