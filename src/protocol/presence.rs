@@ -210,6 +210,10 @@ pub enum PresenceError {
         /// What is wrong with it.
         reason: String,
     },
+    /// More than [`MAX_PENDING_DIFFS`] diffs came before the `presence_state`: the oldest queued
+    /// one was dropped to make room (the new diff is queued), so the list will be incomplete
+    /// until the next state. Reported once per wait for a state.
+    PendingDiffsDropped,
 }
 
 impl fmt::Display for PresenceError {
@@ -217,6 +221,10 @@ impl fmt::Display for PresenceError {
         match self {
             Self::NotAnObject(what) => write!(f, "presence payload is not a JSON object: {what}"),
             Self::BadEntry { key, reason } => write!(f, "bad presence entry {key:?}: {reason}"),
+            Self::PendingDiffsDropped => write!(
+                f,
+                "more than {MAX_PENDING_DIFFS} presence diffs before the presence_state: the oldest were dropped"
+            ),
         }
     }
 }
@@ -453,6 +461,8 @@ pub struct PresenceTracker {
     join_ref: Option<String>,
     synced: bool,
     pending: VecDeque<PresenceDiff>,
+    /// A queued diff was dropped while waiting for the current state (reported once).
+    dropped: bool,
 }
 
 impl PresenceTracker {
@@ -472,6 +482,7 @@ impl PresenceTracker {
             self.join_ref = Some(join_ref.to_owned());
             self.synced = false;
             self.pending.clear();
+            self.dropped = false;
         }
     }
 
@@ -493,6 +504,7 @@ impl PresenceTracker {
         for diff in self.pending.drain(..) {
             sync_diff(&mut self.state, diff, &mut changes);
         }
+        self.dropped = false;
         self.synced = true;
         events.extend(changes.into_iter().map(PresenceEvent::Change));
         events.push(PresenceEvent::Sync);
@@ -500,7 +512,8 @@ impl PresenceTracker {
     }
 
     /// Handles a `presence_diff` payload: queued while the state is pending, else
-    /// [`sync_diff`] and one [`PresenceEvent::Sync`]. On error nothing changes.
+    /// [`sync_diff`] and one [`PresenceEvent::Sync`]. On error nothing changes, except for
+    /// [`PresenceError::PendingDiffsDropped`]: the diff was queued and the oldest one dropped.
     pub fn handle_diff(
         &mut self,
         json: &str,
@@ -508,10 +521,15 @@ impl PresenceTracker {
     ) -> Result<(), PresenceError> {
         let diff = parse_diff(json)?;
         if !self.synced {
-            if self.pending.len() >= MAX_PENDING_DIFFS {
+            let overflow = self.pending.len() >= MAX_PENDING_DIFFS;
+            if overflow {
                 self.pending.pop_front();
             }
             self.pending.push_back(diff);
+            if overflow && !self.dropped {
+                self.dropped = true;
+                return Err(PresenceError::PendingDiffsDropped);
+            }
             return Ok(());
         }
         let mut changes = Vec::new();
