@@ -96,6 +96,8 @@ fn the_auth_token_is_never_in_a_url_a_log_line_or_a_debug_output() {
     let seen = requests.clone();
     let config = config(&server.url())
         .with(|s| s.with_auth_token(SECRET))
+        // A header with a credential in it: sent, but never printed either.
+        .with_header("Authorization", format!("Bearer {SECRET}"))
         .with_transport(move |req: ConnectRequest, waker: &NetworkWaker| {
             seen.lock().unwrap().push(format!("{req:?} {req:#?}"));
             Box::new(Transport::connect_waking(req, waker)) as Box<dyn PhoenixTransport>

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use bevy_phoenix_channels::protocol::Transmit;
 use bevy_phoenix_channels::transport::{
-    BuiltinConnector, CloseInfo, ConnectRequest, NetworkWaker, PhoenixConnector, PhoenixTransport,
-    Transport, TransportError, TransportEvent,
+    BuiltinConnector, CloseInfo, ConnectRequest, Headers, NetworkWaker, PhoenixConnector,
+    PhoenixTransport, Transport, TransportError, TransportEvent,
 };
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::protocol::CloseFrame;
@@ -369,6 +369,66 @@ fn subprotocol_offered_and_answered(k: Kind) {
     );
 }
 
+fn extra_headers_are_sent_with_the_upgrade(k: Kind) {
+    let (tx, rx) = mpsc::channel::<Vec<(String, String)>>();
+    let tx = std::sync::Mutex::new(tx);
+    let port = serve(move |s| {
+        let tx = tx.lock().unwrap().clone();
+        let ws = tungstenite::accept_hdr(s, move |req: &Request, resp: Response| {
+            let seen: Vec<(String, String)> = req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let _ = tx.send(seen);
+            Ok(resp)
+        });
+        if let Ok(ws) = ws {
+            echo_loop(ws);
+        }
+    });
+    let mut t = k.open_with(ConnectRequest {
+        headers: Headers(vec![
+            ("X-Game-Build".into(), "1.2.3".into()),
+            ("Authorization".into(), "Bearer s3cret".into()),
+        ]),
+        ..request(url(port))
+    });
+    let seen = rx.recv_timeout(WAIT).unwrap();
+    let get = |name: &str| {
+        seen.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("x-game-build"), Some("1.2.3"), "{seen:?}");
+    assert_eq!(get("authorization"), Some("Bearer s3cret"), "{seen:?}");
+    // The standard ones are there once, not doubled by the extra ones.
+    assert_eq!(
+        seen.iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
+            .count(),
+        1
+    );
+    t.send(Transmit::Text("with headers".into())).unwrap();
+    t.flush();
+    assert_eq!(
+        next_event(&mut t, WAIT),
+        TransportEvent::Text("with headers".into())
+    );
+    // Their values never show in a Debug output.
+    let dbg = format!(
+        "{:?}",
+        ConnectRequest {
+            headers: Headers(vec![("Authorization".into(), "Bearer s3cret".into())]),
+            ..ConnectRequest::new("ws://h/socket")
+        }
+    );
+    assert!(
+        !dbg.contains("s3cret") && dbg.contains("Authorization"),
+        "{dbg}"
+    );
+}
+
 fn http_403_on_upgrade_is_refused(k: Kind) {
     let port = serve(|s| {
         let _ = tungstenite::accept_hdr(s, |_: &Request, _: Response| {
@@ -663,6 +723,7 @@ macro_rules! conformance {
             pipelined_100k_small_messages_arrive_complete_and_in_order,
             frames_sent_before_open_are_queued_in_order,
             subprotocol_offered_and_answered,
+            extra_headers_are_sent_with_the_upgrade,
             http_403_on_upgrade_is_refused,
             connection_refused_fails_quickly,
             silent_server_hits_the_connect_timeout,

@@ -5,6 +5,10 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
+
+/// The process's allocator, counting live heap bytes (all threads) for the per-socket figure.
+#[global_allocator]
+static HEAP: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 use bevy_phoenix_channels::prelude::*;
 use serde::Serialize;
 
@@ -260,6 +264,9 @@ struct Summary {
     rss_after_join_bytes: Option<u64>,
     rss_end_bytes: Option<u64>,
     rss_per_socket_bytes: Option<f64>,
+    heap_before_bytes: usize,
+    heap_after_join_bytes: usize,
+    heap_per_socket_bytes: f64,
     frame_mean_us: f64,
     frame_p50_us: f64,
     frame_p99_us: f64,
@@ -271,6 +278,7 @@ struct Summary {
 pub fn main() {
     let o = options();
     let rss_before = rss();
+    let heap_before = HEAP.allocated();
     let (_server, url, embedded) = match &o.url {
         Some(url) => (None, url.clone(), false),
         None => {
@@ -344,6 +352,7 @@ pub fn main() {
     }
     let connect_seconds = t0.elapsed().as_secs_f64();
     let rss_after_join = rss();
+    let heap_after_join = HEAP.allocated();
     if !o.json {
         println!(
             "[connect] {}/{} joined in {connect_seconds:.2} s",
@@ -442,6 +451,10 @@ pub fn main() {
             (Some(a), Some(b)) if o.bots > 0 => Some(b.saturating_sub(a) as f64 / o.bots as f64),
             _ => None,
         },
+        heap_before_bytes: heap_before,
+        heap_after_join_bytes: heap_after_join,
+        heap_per_socket_bytes: heap_after_join.saturating_sub(heap_before) as f64
+            / o.bots.max(1) as f64,
         frame_mean_us: us(mean(&all_frames)),
         frame_p50_us: us(percentile(&all_frames, 0.5)),
         frame_p99_us: us(percentile(&all_frames, 0.99)),
@@ -512,6 +525,16 @@ pub fn main() {
             ""
         },
         rss_end.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+    );
+    println!(
+        "heap: {:.1} MiB after joining, {:.1} KiB per socket{}",
+        heap_after_join as f64 / 1048576.0,
+        summary.heap_per_socket_bytes / 1024.0,
+        if embedded {
+            " (embedded server included)"
+        } else {
+            ""
+        },
     );
     println!(
         "frame work: {:.0} µs mean, {:.0} µs p50, {:.0} µs p99 while pushing; idle with {} sockets: {:.1} µs mean, {:.1} µs p50, {:.1} µs p99",

@@ -15,7 +15,8 @@ use crate::protocol::{
     SocketStats,
 };
 use crate::transport::{
-    BuiltinConnector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, PhoenixConnector, TlsConfig,
+    BuiltinConnector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, Headers, PhoenixConnector,
+    TlsConfig,
 };
 
 /// Everything needed to run one socket: the protocol settings plus transport limits.
@@ -36,6 +37,9 @@ pub struct PhoenixSocketConfig {
     pub max_frames_per_update: usize,
     /// Extra TLS trust roots for `wss://` (native, `tls` feature).
     pub tls: Option<TlsConfig>,
+    /// Extra HTTP headers for the WebSocket upgrade (native only: browsers cannot set them).
+    /// Sent on every connect and reconnect; `Debug` shows their names, not their values.
+    pub headers: Headers,
     /// What opens this socket's connections, once per connect and reconnect: the built-in
     /// transport ([`BuiltinConnector`]) unless set with [`with_transport`](Self::with_transport).
     pub transport: Arc<dyn PhoenixConnector>,
@@ -75,6 +79,14 @@ impl PhoenixSocketConfig {
     /// Whether to connect as soon as the socket entity exists.
     pub fn with_auto_connect(mut self, yes: bool) -> Self {
         self.auto_connect = yes;
+        self
+    }
+
+    /// Adds an HTTP header to the WebSocket upgrade request (native only), e.g. an
+    /// `Authorization` a proxy in front of Phoenix checks. Phoenix itself reads connect params
+    /// and the auth token, not headers (unless the endpoint declares `connect_info`).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.0.push((name.into(), value.into()));
         self
     }
 
@@ -119,6 +131,7 @@ impl From<SocketConfig> for PhoenixSocketConfig {
             auto_connect: true,
             max_frames_per_update: 8192,
             tls: None,
+            headers: Headers::default(),
             transport: Arc::new(BuiltinConnector),
         }
     }

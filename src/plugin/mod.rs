@@ -677,6 +677,7 @@ fn apply_outputs(
                         max_frame_size: cfg.max_frame_size,
                         connect_timeout: cfg.connect_timeout,
                         tls: cfg.tls.clone(),
+                        headers: cfg.headers.clone(),
                         // A hidden tab stops the frames, and so the core's heartbeats.
                         keepalive: Some(cfg.socket.heartbeat_interval),
                     },

@@ -184,9 +184,12 @@ impl EwebsockTransport {
             ));
             return t;
         }
+        // Natively every field is set; the update keeps this compiling if ewebsock adds one.
+        #[allow(clippy::needless_update)]
         let options = Options {
             max_incoming_frame_size: req.max_frame_size,
             subprotocols: req.subprotocols,
+            additional_headers: req.headers.0,
             read_timeout: config.read_timeout,
             ..Options::default()
         };

@@ -87,6 +87,10 @@ pub struct ConnectRequest {
     /// The field exists in every build so that struct literals compile whatever the features
     /// (a feature-gated field would break other crates' literals when some crate turns it on).
     pub tls: Option<TlsConfig>,
+    /// Extra HTTP headers for the WebSocket upgrade request (natively: the built-in and the
+    /// ewebsock transports send them; browsers cannot set headers, so the web transports
+    /// ignore them). E.g. an `Authorization` or `Cookie` a gateway in front of Phoenix wants.
+    pub headers: Headers,
     /// Web only: while nobody calls [`Transport::poll`] for this long (a hidden browser tab
     /// stops a Bevy app's frames), a Web Worker timer makes the transport send a Phoenix
     /// heartbeat itself every `keepalive`, so the server does not close the idle connection
@@ -107,6 +111,7 @@ impl fmt::Debug for ConnectRequest {
             .field("max_frame_size", &self.max_frame_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("tls", &self.tls)
+            .field("headers", &self.headers)
             .field("keepalive", &self.keepalive)
             .finish()
     }
@@ -130,8 +135,22 @@ impl Default for ConnectRequest {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls: None,
+            headers: Headers::default(),
             keepalive: None,
         }
+    }
+}
+
+/// Extra HTTP headers for the WebSocket upgrade, as `(name, value)` pairs. Its `Debug` output
+/// shows the names only: values are often credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| format!("{n}: <redacted>")))
+            .finish()
     }
 }
 

@@ -704,6 +704,14 @@ fn start(req: ConnectRequest, waker: Option<Arc<Waker>>) -> Result<State, Transp
         .uri()
         .port_u16()
         .unwrap_or(if secure { 443 } else { 80 });
+    for (name, value) in &req.headers.0 {
+        let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| TransportError::Connect(format!("invalid header name {name:?}: {e}")))?;
+        let value = HeaderValue::from_str(value).map_err(|e| {
+            TransportError::Connect(format!("invalid value for header {name}: {e}"))
+        })?;
+        request.headers_mut().append(name, value);
+    }
     if !req.subprotocols.is_empty() {
         // Comma without space: tungstenite 0.24 split the offer on "," without trimming, so
         // ", " made it reject a server that picked any but the first protocol (0.30 trims).

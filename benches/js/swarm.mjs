@@ -1,0 +1,118 @@
+// phoenix.js 1.8.16 (over `ws`) doing what `cargo run --release --example swarm` does: N sockets in
+// one node process, each joining room:swarm-K (K = i % rooms) with {user_id: "bot-i"} and pushing
+// "move" {x, y} at RATE per second while receiving the room's broadcasts. Prints one JSON summary
+// line with the swarm example's field names (benches/swarm.sh compares the two).
+//
+//   node swarm.mjs <ws://127.0.0.1:PORT/socket> <bots> <rooms> <rate> <seconds>
+//
+// CPU is process.cpuUsage() (user + system, every node thread) over the pushing phase; memory is
+// process.memoryUsage().rss before the first socket and after every socket joined.
+import { Socket } from "phoenix";
+import WebSocket from "ws";
+
+const [url, botsArg, roomsArg, rateArg, secondsArg] = process.argv.slice(2);
+if (!url) {
+  console.error("usage: node swarm.mjs URL BOTS ROOMS RATE SECONDS");
+  process.exit(2);
+}
+const bots = Number(botsArg ?? 100);
+const rooms = Number(roomsArg ?? Math.max(1, Math.ceil(bots / 10)));
+const rate = Number(rateArg ?? 5);
+const seconds = Number(secondsArg ?? 10);
+
+const hard = setTimeout(() => {
+  console.error("swarm.mjs: did not finish in time");
+  process.exit(1);
+}, (seconds + 120) * 1000);
+
+const totals = {
+  pushes: 0,
+  replies_ok: 0,
+  replies_error: 0,
+  timeouts: 0,
+  messages: 0,
+  presence: 0,
+  connects: 0,
+  disconnects: 0,
+  channel_errors: 0,
+};
+const cpuUs = () => {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+};
+
+const rssBefore = process.memoryUsage().rss;
+const t0 = performance.now();
+const channels = [];
+await Promise.all(
+  Array.from({ length: bots }, (_, i) => {
+    const socket = new Socket(url, { transport: WebSocket, timeout: 10_000 });
+    socket.onOpen(() => totals.connects++);
+    socket.onClose(() => totals.disconnects++);
+    socket.connect();
+    const channel = socket.channel(`room:swarm-${i % rooms}`, { user_id: `bot-${i}` });
+    for (const ev of ["move", "shout"]) channel.on(ev, () => totals.messages++);
+    channel.on("presence_state", () => totals.presence++);
+    channel.on("presence_diff", () => totals.presence++);
+    channel.onError(() => totals.channel_errors++);
+    channels.push({ channel, i, x: 0 });
+    return new Promise((resolve) => {
+      channel
+        .join()
+        .receive("ok", resolve)
+        .receive("error", resolve)
+        .receive("timeout", resolve);
+    });
+  }),
+);
+const connectSeconds = (performance.now() - t0) / 1000;
+const rssAfterJoin = process.memoryUsage().rss;
+
+// Each bot pushes every 1/rate s, spread over the period as the Rust swarm spreads them.
+const period = 1000 / rate;
+const timers = [];
+const c0 = cpuUs();
+const run0 = performance.now();
+if (rate > 0) {
+  for (const b of channels) {
+    const start = (period * (b.i % 97)) / 97;
+    timers.push(
+      setTimeout(() => {
+        const push = () => {
+          b.x = (b.x + 1) % 100;
+          totals.pushes++;
+          b.channel
+            .push("move", { x: b.x, y: b.i })
+            .receive("ok", () => totals.replies_ok++)
+            .receive("error", () => totals.replies_error++)
+            .receive("timeout", () => totals.timeouts++);
+        };
+        push();
+        timers.push(setInterval(push, period));
+      }, start),
+    );
+  }
+}
+await new Promise((r) => setTimeout(r, seconds * 1000));
+for (const t of timers) clearInterval(t);
+const cpu = (cpuUs() - c0) / 1e6;
+const wall = (performance.now() - run0) / 1000;
+const received = totals.messages + totals.replies_ok + totals.replies_error + totals.presence;
+clearTimeout(hard);
+console.log(
+  JSON.stringify({
+    client: "phoenix.js",
+    bots,
+    rooms,
+    rate,
+    seconds: wall,
+    connect_seconds: connectSeconds,
+    totals,
+    client_cpu_seconds: cpu,
+    client_cpu_us_per_message: received + totals.pushes > 0 ? (cpu * 1e6) / (received + totals.pushes) : null,
+    rss_before_bytes: rssBefore,
+    rss_after_join_bytes: rssAfterJoin,
+    rss_per_socket_bytes: (rssAfterJoin - rssBefore) / bots,
+  }),
+);
+process.exit(0);

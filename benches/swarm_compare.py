@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Side by side: the swarm example (Rust, one Bevy app) and phoenix.js (one node process) doing the
+same work against the same test server, at several socket counts, runs interleaved.
+
+    python3 benches/swarm_compare.py [--sizes 10,100,1000] [--runs 3] [--seconds 10] [--rate 5]
+
+Builds `examples/swarm` and the `phoenix_test_server` binary in release, starts a fresh server
+process per run (so the client's numbers are the client's alone), and prints per size the medians
+of client CPU per message, resident memory per socket, messages received per second, and the idle
+frame of the Rust swarm, with phoenix.js / Rust ratios. Needs node (benches/js, `npm ci` there).
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server():
+    port = free_port()
+    exe = os.path.join(TARGET, "release", "phoenix_test_server")
+    proc = subprocess.Popen([exe, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, f"ws://127.0.0.1:{port}/socket"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit("the test server did not start")
+
+
+def run(cmd, cwd=ROOT):
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def received(r):
+    t = r["totals"]
+    return t["messages"] + t["replies_ok"] + t["replies_error"] + t["presence"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--rate", type=float, default=5)
+    a = ap.parse_args()
+    sizes = [int(s) for s in a.sizes.split(",")]
+
+    subprocess.run(
+        ["cargo", "build", "--release", "--example", "swarm", "-p", "bevy_phoenix_channels"], cwd=ROOT, check=True
+    )
+    subprocess.run(["cargo", "build", "--release", "-p", "phoenix_test_server"], cwd=ROOT, check=True)
+    js = os.path.join(ROOT, "benches", "js")
+    if not os.path.isdir(os.path.join(js, "node_modules", "phoenix")):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=js, check=True)
+    swarm = os.path.join(TARGET, "release", "examples", "swarm")
+
+    results = {n: {"rust": [], "js": []} for n in sizes}
+    for r in range(a.runs):
+        for n in sizes:
+            rooms = max(1, -(-n // 10))
+            for client in ("rust", "js"):
+                proc, url = start_server()
+                try:
+                    if client == "rust":
+                        res = run([swarm, "--bots", str(n), "--rate", str(a.rate), "--seconds", str(a.seconds),
+                                   "--url", url, "--json"])
+                    else:
+                        res = run(["node", "swarm.mjs", url, str(n), str(rooms), str(a.rate), str(a.seconds)], cwd=js)
+                finally:
+                    proc.kill()
+                    proc.wait()
+                results[n][client].append(res)
+                print(f"run {r + 1} n={n} {client}: cpu {res['client_cpu_us_per_message']:.2f} µs/msg, "
+                      f"rss {res['rss_per_socket_bytes'] / 1024:.1f} KiB/socket, "
+                      f"{received(res) / a.seconds:.0f} msgs/s", file=sys.stderr)
+
+    med = statistics.median
+    print("| sockets | client | CPU µs/message | × Rust | RSS KiB/socket | × Rust | received/s | idle frame µs (p50) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        rows = {}
+        for client in ("rust", "js"):
+            rs = results[n][client]
+            rows[client] = (
+                med([x["client_cpu_us_per_message"] for x in rs]),
+                med([x["rss_per_socket_bytes"] / 1024 for x in rs]),
+                med([received(x) / a.seconds for x in rs]),
+                med([x["idle_frame_p50_us"] for x in rs]) if client == "rust" else None,
+            )
+        base = rows["rust"]
+        for client, label in (("rust", "bevy_phoenix_channels"), ("js", "phoenix.js 1.8.16")):
+            cpu, rss, rx, idle = rows[client]
+            print(f"| {n} | {label} | {cpu:.2f} | {cpu / base[0]:.2f} | {rss:.1f} | {rss / base[1]:.2f} | {rx:.0f} | "
+                  f"{'' if idle is None else f'{idle:.1f}'} |")
+
+
+if __name__ == "__main__":
+    main()
