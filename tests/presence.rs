@@ -750,10 +750,18 @@ fn tracker_pending_queue_is_bounded() {
     let mut t = PresenceTracker::new();
     let mut ev = Vec::new();
     t.set_join_ref("1");
+    let mut errors = Vec::new();
     for i in 0..MAX_PENDING_DIFFS + 10 {
         let d = json!({"joins": {format!("k{i}"): {"metas": [{"phx_ref": i.to_string()}]}}, "leaves": {}});
-        t.handle_diff(&d.to_string(), &mut ev).unwrap();
+        if let Err(e) = t.handle_diff(&d.to_string(), &mut ev) {
+            errors.push((i, e));
+        }
     }
+    // The first dropped diff is reported (once per wait for a state); the diff itself is queued.
+    assert_eq!(
+        errors,
+        vec![(MAX_PENDING_DIFFS, PresenceError::PendingDiffsDropped)]
+    );
     assert_eq!(t.pending_diffs(), MAX_PENDING_DIFFS);
     t.handle_state("{}", &mut ev).unwrap();
     assert_eq!(t.state().len(), MAX_PENDING_DIFFS);

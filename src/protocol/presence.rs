@@ -198,7 +198,8 @@ impl PresenceChange {
     }
 }
 
-/// A presence payload that could not be understood. Nothing was changed.
+/// A presence payload that could not be understood (nothing was changed), or diffs dropped
+/// while waiting for a state ([`PresenceError::PendingDiffsDropped`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PresenceError {
     /// The payload (or its `joins` / `leaves`) is not a JSON object, or not JSON at all.
