@@ -18,6 +18,7 @@ mod messages;
 mod typed;
 mod wait;
 
+use bevy::ecs::entity::EntityHashSet;
 use bevy::ecs::system::{NonSendMarker, SystemParam};
 use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
@@ -853,6 +854,8 @@ struct SendInput<'w, 's> {
     links: Query<'w, 's, &'static ChannelLink>,
     removed_channels: RemovedComponents<'w, 's, PhoenixChannel>,
     removed_sockets: RemovedComponents<'w, 's, PhoenixSocket>,
+    /// Sockets whose send backlog was read this frame.
+    reported: Local<'s, EntityHashSet>,
 }
 
 /// Leaves the channel of entity `e` on whichever socket has it (at most one).
@@ -886,6 +889,7 @@ fn send_system(
 ) {
     let now = clock.now(&time);
     let transports = &mut *transports;
+    input.reported.clear();
     if let Some(wait) = wait
         && wait.is_changed()
     {
@@ -1013,18 +1017,6 @@ fn send_system(
         }
     }
 
-    // What each transport still holds unsent: the core drops pushes past its bound instead of
-    // queueing them without limit behind a slow or stalled server.
-    for (entity, mut sock, _, _) in &mut sockets {
-        let backlog = transports
-            .map
-            .get(&entity)
-            .map_or(0, |l| l.transport.send_backlog());
-        if sock.core.send_backlog() != backlog {
-            sock.core.handle_send_backlog(backlog);
-        }
-    }
-
     // Pushes: drained, so each payload moves into the core without a copy.
     for p in input.pushes.drain() {
         let found = match &p.target {
@@ -1069,6 +1061,16 @@ fn send_system(
         let Ok((_, mut sock, _, _)) = sockets.get_mut(s) else {
             continue;
         };
+        // Before this frame's first push on a socket: what its transport still holds unsent,
+        // so the core drops pushes past its bound instead of queueing them without limit
+        // behind a slow or stalled server. Only sockets that push pay for it.
+        if input.reported.insert(s) {
+            let backlog = transports
+                .map
+                .get(&s)
+                .map_or(0, |l| l.transport.send_backlog());
+            sock.core.handle_send_backlog(backlog);
+        }
         // A quiet fire-and-forget push carries a mark in its tag, so its Sent outcome is not
         // reported (no lookup table, no allocation per push).
         let quiet = p.options.fire_and_forget && !p.report_sent;
@@ -1079,11 +1081,10 @@ fn send_system(
         let _ = sock.core.push(now, id, &p.event, p.payload, options);
     }
 
-    // Timers, frames out, events (an idle socket is only read, not marked changed).
+    // Frames out. Timers were fired in `PreUpdate` for this frame's `now` (the same clock
+    // reading): one due from a command made since (a zero timeout) fires next frame. An idle
+    // socket is only read, not marked changed.
     for (entity, mut sock, mut status, _) in &mut sockets {
-        if sock.core.poll_timeout().is_some_and(|t| t <= now) {
-            sock.core.handle_timeout(now);
-        }
         if sock.core.has_outputs() {
             apply_outputs(entity, &mut sock, transports, now);
         }
