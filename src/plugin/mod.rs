@@ -473,11 +473,23 @@ impl Sinks<'_, '_> {
                 event,
             } => {
                 let entity = chan(sock, channel);
-                if matches!(event, PresenceEvent::Sync)
+                // The component follows the core key by key: each change copies (or removes)
+                // only its key's entry, as the core has it once the queued events are applied,
+                // so a diff costs its own keys, not a copy of the whole room.
+                if let PresenceEvent::Change(change) = &event
                     && let Ok((_, Some(mut p))) = self.channels.get_mut(entity)
                     && let Some(state) = sock.core.presence(channel)
                 {
-                    p.state.clone_from(state);
+                    let key = change.key();
+                    match state.get(key) {
+                        Some(entry) if p.state.get(key) != Some(entry) => {
+                            p.state.insert(key.to_owned(), entry.clone());
+                        }
+                        Some(_) => {}
+                        None => {
+                            p.state.remove(key);
+                        }
+                    }
                 }
                 self.presence.write(PresenceChanged {
                     socket: s,
