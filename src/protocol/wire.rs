@@ -368,6 +368,11 @@ pub fn decode_reply(payload: &RawValue) -> Result<ReplyPayload<'_>, DecodeError>
         #[serde(borrow, default)]
         response: Option<&'a RawValue>,
     }
+    // serde's derived struct visitor also takes a sequence (`["ok", {..}]` as status and
+    // response); a reply is an object, so anything else is rejected first.
+    if !payload.get().trim_start().starts_with('{') {
+        return Err(DecodeError::BadReply("not a JSON object".to_owned()));
+    }
     let raw: Raw<'_> =
         serde_json::from_str(payload.get()).map_err(|e| DecodeError::BadReply(e.to_string()))?;
     Ok(ReplyPayload {

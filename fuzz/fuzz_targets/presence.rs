@@ -1,0 +1,8 @@
+//! Fuzz target `presence`: a thin wrapper over `fuzz_checks::presence` (tests/support/fuzz_checks.rs),
+//! which tests/fuzz_corpus.rs also runs on every file of fuzz/corpus/presence/ on stable.
+#![no_main]
+
+#[path = "../../tests/support/fuzz_checks.rs"]
+mod fuzz_checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_checks::presence(data));
