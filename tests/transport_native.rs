@@ -855,32 +855,10 @@ mod tls {
     use bevy_phoenix_channels::transport::TlsConfig;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-    /// A wss:// echo server with a fresh self-signed certificate; returns (port, cert DER).
+    /// A wss:// echo server with a fresh self-signed certificate for `localhost` and `127.0.0.1`;
+    /// returns (port, cert DER).
     fn tls_echo_server() -> (u16, Vec<u8>) {
-        let key = rcgen::generate_simple_self_signed(vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-        ])
-        .unwrap();
-        let cert_der = key.cert.der().to_vec();
-        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert_der.clone())], private)
-        .unwrap();
-        let config = Arc::new(config);
-        let port = serve(move |tcp| {
-            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
-            let stream = rustls::StreamOwned::new(conn, tcp);
-            if let Ok(ws) = tungstenite::accept(stream) {
-                echo_loop(ws);
-            }
-        });
-        (port, cert_der)
+        tls_server_named(&["localhost", "127.0.0.1"])
     }
 
     fn wss(port: u16) -> String {
@@ -923,9 +901,12 @@ mod tls {
         assert_eq!(info.count_total, 0, "{info:?}");
     }
 
-    /// A wss:// echo server whose certificate names only `name`.
-    fn tls_server_named(name: &str) -> (u16, Vec<u8>) {
-        let key = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    /// A wss:// echo server whose self-signed certificate names exactly `names`.
+    fn tls_server_named(names: &[&str]) -> (u16, Vec<u8>) {
+        let key = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let cert_der = key.cert.der().to_vec();
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()));
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -951,7 +932,7 @@ mod tls {
     /// accepted at `wss://localhost` and refused at `wss://127.0.0.1`, a name it does not carry.
     #[test]
     fn tls_wrong_host_name_is_refused() {
-        let (port, cert) = tls_server_named("localhost");
+        let (port, cert) = tls_server_named(&["localhost"]);
         let trust = Some(TlsConfig {
             extra_roots_der: vec![cert.clone()],
             only_extra_roots: true,

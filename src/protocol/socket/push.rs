@@ -325,17 +325,7 @@ impl Socket {
                 continue;
             };
             if stale_for.is_some() && stale_for != join_ref {
-                if let Some(p) = self.pushes.remove(&r)
-                    && let PushKind::User { event, tag, .. } = p.kind
-                {
-                    self.reply_event(
-                        r,
-                        id,
-                        event,
-                        tag,
-                        PushOutcome::Dropped(DropReason::Outdated),
-                    );
-                }
+                self.end_push(r, id, PushOutcome::Dropped(DropReason::Outdated));
                 continue;
             }
             let PushKind::User {
@@ -353,45 +343,28 @@ impl Socket {
             let frame = encode_push(join_ref, r, &topic, event, &payload);
             let faf = *fire_and_forget;
             match frame {
-                Err(e) => {
-                    if let Some(p) = self.pushes.remove(&r)
-                        && let PushKind::User { event, tag, .. } = p.kind
-                    {
-                        self.reply_event(
-                            r,
-                            id,
-                            event,
-                            tag,
-                            PushOutcome::Dropped(DropReason::Encode(e)),
-                        );
-                    }
-                }
+                Err(e) => self.end_push(r, id, PushOutcome::Dropped(DropReason::Encode(e))),
                 Ok(t) if !self.backlog_allows(super::transmit_len(&t)) => {
-                    if let Some(p) = self.pushes.remove(&r)
-                        && let PushKind::User { event, tag, .. } = p.kind
-                    {
-                        self.reply_event(
-                            r,
-                            id,
-                            event,
-                            tag,
-                            PushOutcome::Dropped(DropReason::SendQueueFull),
-                        );
-                    }
+                    self.end_push(r, id, PushOutcome::Dropped(DropReason::SendQueueFull));
                 }
                 Ok(t) => {
                     self.transmit(t);
                     if faf {
-                        if let Some(p) = self.pushes.remove(&r)
-                            && let PushKind::User { event, tag, .. } = p.kind
-                        {
-                            self.reply_event(r, id, event, tag, PushOutcome::Sent);
-                        }
+                        self.end_push(r, id, PushOutcome::Sent);
                     } else if let Some(p) = self.pushes.get_mut(&r) {
                         p.state = PushState::InFlight;
                     }
                 }
             }
+        }
+    }
+
+    /// Removes user push `r` of channel `id` and reports its one `outcome`.
+    fn end_push(&mut self, r: u64, id: ChannelId, outcome: PushOutcome) {
+        if let Some(p) = self.pushes.remove(&r)
+            && let PushKind::User { event, tag, .. } = p.kind
+        {
+            self.reply_event(r, id, event, tag, outcome);
         }
     }
 }
