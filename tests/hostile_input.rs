@@ -1164,6 +1164,30 @@ fn invalid_utf8_in_a_text_frame_disconnects_and_reconnects() {
     assert_eq!(code, Some(1002));
 }
 
+/// Connection k (k < frames.len()) answers the join, sends `frames[k]` as raw bytes and waits
+/// for the client's close; the next one behaves. Returns the app once the channel has joined on
+/// that last, well-behaved connection.
+fn one_raw_frame_per_connection(frames: Vec<Vec<u8>>) -> App {
+    let n_bad = frames.len();
+    let url = serve_ws(move |mut p, n| {
+        let Some(_) = p.join() else { return };
+        match frames.get(n) {
+            Some(bytes) => {
+                p.send(Wire::Raw(bytes.clone()));
+                let _ = p.close_code();
+            }
+            None => p.serve(),
+        }
+    });
+    let mut app = app(config(&url));
+    let ch = join(&mut app, PhoenixChannel::new(TOPIC));
+    pump_until(&mut app, 60, "joined on the last connection", |w| {
+        w.resource::<Log>().connected.len() == n_bad + 1
+            && w.get::<ChannelStatus>(ch).map(|s| s.0) == Some(ChannelState::Joined)
+    });
+    app
+}
+
 #[test]
 fn websocket_protocol_violations_disconnect_and_reconnect() {
     // Each on its own connection: a continuation with nothing to continue, a masked frame
@@ -1174,22 +1198,7 @@ fn websocket_protocol_violations_disconnect_and_reconnect() {
         &[0x83, 0x00],
         &[0xC1, 0x00],
     ];
-    let url = serve_ws(move |mut p, n| {
-        let Some(_) = p.join() else { return };
-        match cases.get(n) {
-            Some(bytes) => {
-                p.send(Wire::Raw(bytes.to_vec()));
-                let _ = p.close_code();
-            }
-            None => p.serve(),
-        }
-    });
-    let mut app = app(config(&url));
-    let ch = join(&mut app, PhoenixChannel::new(TOPIC));
-    pump_until(&mut app, 60, "joined on the 5th connection", |w| {
-        w.resource::<Log>().connected.len() == 5
-            && w.get::<ChannelStatus>(ch).map(|s| s.0) == Some(ChannelState::Joined)
-    });
+    let app = one_raw_frame_per_connection(cases.iter().map(|c| c.to_vec()).collect());
     let l = log(&app);
     assert_eq!(l.disconnected.len(), 4);
     eprintln!("protocol violations: {:#?}", l.disconnected);
@@ -1238,22 +1247,7 @@ fn weird_close_frames_disconnect_and_reconnect() {
         // A reason that is not UTF-8.
         raw_frame(0x88, &[0x0f, 0xa0, 0xff, 0xfe]),
     ];
-    let url = serve_ws(move |mut p, n| {
-        let Some(_) = p.join() else { return };
-        match closes.get(n) {
-            Some(bytes) => {
-                p.send(Wire::Raw(bytes.clone()));
-                let _ = p.close_code();
-            }
-            None => p.serve(),
-        }
-    });
-    let mut app = app(config(&url));
-    let ch = join(&mut app, PhoenixChannel::new(TOPIC));
-    pump_until(&mut app, 60, "joined on the 5th connection", |w| {
-        w.resource::<Log>().connected.len() == 5
-            && w.get::<ChannelStatus>(ch).map(|s| s.0) == Some(ChannelState::Joined)
-    });
+    let app = one_raw_frame_per_connection(closes.to_vec());
     let reasons: Vec<_> = log(&app)
         .disconnected
         .iter()
