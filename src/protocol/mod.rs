@@ -51,7 +51,7 @@ pub use presence::{PresenceChange, PresenceEntry, PresenceEvent, PresenceMeta, P
 pub use socket::{
     ChannelError, ChannelInfo, ChannelState, CloseReason, ConnectRequest, ConnectionState,
     DisconnectReason, DropReason, Event, EventName, InboundMessage, JoinOptions, Output,
-    PushOptions, PushOutcome, PushReply, Socket, SocketStats, TransportClosed,
+    PushOptions, PushOutcome, PushReply, Socket, SocketFootprint, SocketStats, TransportClosed,
 };
 pub use wire::{DecodeError, EncodeError};
 
@@ -62,4 +62,19 @@ pub enum Transmit {
     Text(String),
     /// A binary frame (V2 binary serializer, kind 0 push).
     Binary(Vec<u8>),
+}
+
+impl Transmit {
+    /// The frame's payload length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Transmit::Text(s) => s.len(),
+            Transmit::Binary(b) => b.len(),
+        }
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

@@ -379,10 +379,7 @@ impl PhoenixTransport for EwebsockTransport {
     }
 
     fn send(&mut self, t: Transmit) -> Result<(), TransportError> {
-        let size = match &t {
-            Transmit::Text(s) => s.len(),
-            Transmit::Binary(b) => b.len(),
-        };
+        let size = t.len();
         match self.state {
             State::Connecting => self.pending.push_back(t),
             State::Open => self.send_now(t),

@@ -552,10 +552,7 @@ impl Inner {
     pub(crate) fn send(&mut self, t: Transmit) -> Result<(), TransportError> {
         match &mut self.state {
             State::Connecting { pending, .. } => {
-                let n = match &t {
-                    Transmit::Text(s) => s.len(),
-                    Transmit::Binary(b) => b.len(),
-                };
+                let n = t.len();
                 pending.push_back(t);
                 self.queued += wire_len(n);
                 self.stats.messages_out += 1;

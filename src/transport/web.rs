@@ -431,10 +431,7 @@ impl Inner {
         let Some(socket) = &self.socket else {
             return Err(not_open());
         };
-        let size = match &t {
-            Transmit::Text(s) => s.len(),
-            Transmit::Binary(b) => b.len(),
-        };
+        let size = t.len();
         match socket.ready_state() {
             CONNECTING => self.pending.push_back(t),
             OPEN => {
@@ -490,14 +487,7 @@ impl Inner {
     }
 
     pub(crate) fn send_backlog(&self) -> usize {
-        let pending: usize = self
-            .pending
-            .iter()
-            .map(|t| match t {
-                Transmit::Text(s) => s.len(),
-                Transmit::Binary(b) => b.len(),
-            })
-            .sum();
+        let pending: usize = self.pending.iter().map(Transmit::len).sum();
         let buffered = match &self.socket {
             Some(s) if !self.done => s.buffered_amount() as usize,
             _ => 0,

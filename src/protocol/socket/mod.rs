@@ -997,7 +997,7 @@ impl Socket {
     }
 
     fn transmit(&mut self, t: Transmit) {
-        let n = transmit_len(&t);
+        let n = t.len();
         self.stats.frames_out += 1;
         self.stats.bytes_out += n as u64;
         self.send_backlog = self.send_backlog.saturating_add(n);
@@ -1116,13 +1116,6 @@ impl Socket {
                 ChannelState::Errored | ChannelState::Closed => {}
             }
         }
-    }
-}
-
-fn transmit_len(t: &Transmit) -> usize {
-    match t {
-        Transmit::Text(s) => s.len(),
-        Transmit::Binary(b) => b.len(),
     }
 }
 

@@ -124,7 +124,7 @@ impl Socket {
                     Err(e) => self
                         .events
                         .push_back(reply(PushOutcome::Dropped(DropReason::Encode(e)))),
-                    Ok(t) if !self.backlog_allows(super::transmit_len(&t)) => self
+                    Ok(t) if !self.backlog_allows(t.len()) => self
                         .events
                         .push_back(reply(PushOutcome::Dropped(DropReason::SendQueueFull))),
                     Ok(t) => {
@@ -344,7 +344,7 @@ impl Socket {
             let faf = *fire_and_forget;
             match frame {
                 Err(e) => self.end_push(r, id, PushOutcome::Dropped(DropReason::Encode(e))),
-                Ok(t) if !self.backlog_allows(super::transmit_len(&t)) => {
+                Ok(t) if !self.backlog_allows(t.len()) => {
                     self.end_push(r, id, PushOutcome::Dropped(DropReason::SendQueueFull));
                 }
                 Ok(t) => {
