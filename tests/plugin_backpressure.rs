@@ -180,3 +180,37 @@ fn a_frame_the_transport_refuses_ends_the_connection_not_the_push_silently() {
         issued.len()
     );
 }
+
+/// The core's count of unsent bytes is refreshed from the transport, not only when the app
+/// pushes: pushes buffered until their channel joins go out when the join reply arrives (in
+/// `PreUpdate`), and must not be dropped for bytes the transport sent long ago.
+#[test]
+fn pushes_flushed_at_a_join_see_the_transport_drained_since() {
+    let server = Server::start();
+    let Some(local) = server.faulty("pushes_flushed_at_a_join") else {
+        return;
+    };
+    let cfg = config(&server.url).with(|s| s.with_max_send_backlog(4 << 20));
+    let mut app = app(cfg);
+    let a = join(&mut app, PhoenixChannel::new(unique("echo:drained-a-")));
+    wait_joined(&mut app, a);
+    // The server's frames now take 2 s to leave: channel B's join reply comes long after the
+    // transport handed the 3 MiB below to the kernel.
+    local.faults().delay_outgoing(Duration::from_secs(2));
+    // One frame: 2 MiB on channel B, which is still joining (buffered until its join reply),
+    // and 3 MiB on the joined channel A (sent). 3 + 2 passes the 4 MiB bound only while the
+    // 3 MiB have not left.
+    let b = join(&mut app, PhoenixChannel::new(unique("echo:drained-b-")));
+    let buffered = push(
+        &mut app,
+        PushMessage::binary(b, "binary", vec![2u8; 2 << 20]),
+    );
+    let big = push(
+        &mut app,
+        PushMessage::binary(a, "binary", vec![1u8; 3 << 20]),
+    );
+    let r = reply(&mut app, big);
+    assert!(matches!(r.outcome, PushOutcome::Ok(_)), "{:?}", r.outcome);
+    let r = reply(&mut app, buffered);
+    assert!(matches!(r.outcome, PushOutcome::Ok(_)), "{:?}", r.outcome);
+}

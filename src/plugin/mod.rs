@@ -668,6 +668,15 @@ fn socket_removed(
     sinks.drain(entity, sock);
 }
 
+/// Tells the core what this socket's transport still holds unsent (0 without a transport).
+fn refresh_backlog(sock: &mut PhoenixSocket, entity: Entity, transports: &PhoenixTransports) {
+    let backlog = transports
+        .map
+        .get(&entity)
+        .map_or(0, |l| l.transport.send_backlog());
+    sock.core.handle_send_backlog(backlog);
+}
+
 /// Carries out the core's wire requests on this socket's transport.
 fn apply_outputs(
     entity: Entity,
@@ -789,6 +798,12 @@ fn receive_system(
     #[cfg(not(target_arch = "wasm32"))]
     transports.collect_ready();
     for (entity, mut sock, mut status) in &mut sockets {
+        // A count of unsent bytes left from an earlier frame is stale: the transport has sent
+        // some since. Refresh it before this frame's frames go out (buffered pushes flushed by
+        // a join reply are held to the bound too). A zero count costs nothing.
+        if sock.core.send_backlog() != 0 {
+            refresh_backlog(&mut sock, entity, transports);
+        }
         if let Some(link) = transports.map.get_mut(&entity)
             && link.must_poll()
         {
@@ -1077,11 +1092,7 @@ fn send_system(
         // so the core drops pushes past its bound instead of queueing them without limit
         // behind a slow or stalled server. Only sockets that push pay for it.
         if input.reported.insert(s) {
-            let backlog = transports
-                .map
-                .get(&s)
-                .map_or(0, |l| l.transport.send_backlog());
-            sock.core.handle_send_backlog(backlog);
+            refresh_backlog(&mut sock, s, transports);
         }
         // A quiet fire-and-forget push carries a mark in its tag, so its Sent outcome is not
         // reported (no lookup table, no allocation per push).
