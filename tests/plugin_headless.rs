@@ -6,7 +6,7 @@
 mod support;
 
 use std::thread::ThreadId;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy_phoenix_channels::prelude::*;
@@ -79,12 +79,7 @@ fn a_one_line_headless_client_joins_and_sleeps_while_idle() {
     assert!(matches!(reply(&mut app, h).outcome, PushOutcome::Ok(_)));
     // Idle: nothing arrives and no timer is due for 30 s, so each frame sleeps its 200 ms.
     // A loop that spun would run thousands of frames in this second.
-    let t0 = Instant::now();
-    let mut frames = 0;
-    while t0.elapsed() < Duration::from_secs(1) {
-        app.update();
-        frames += 1;
-    }
+    let frames = frames_in(&mut app, Duration::from_secs(1));
     assert!(
         frames <= 10,
         "{frames} idle frames in a second: the loop did not sleep"

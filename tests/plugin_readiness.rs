@@ -170,12 +170,7 @@ fn wait_for_network_sleeps_over_many_sockets_and_wakes_for_any() {
     let (mut app, _, channels) = swarm(&server.url, &topic, Some(Duration::from_millis(500)));
     app.update();
     // Idle: each frame sleeps its 500 ms (no timer is due for 30 s).
-    let t0 = Instant::now();
-    let mut frames = 0;
-    while t0.elapsed() < Duration::from_secs(1) {
-        app.update();
-        frames += 1;
-    }
+    let frames = frames_in(&mut app, Duration::from_secs(1));
     assert!(
         frames <= 5,
         "{frames} idle frames in a second: the loop did not sleep"

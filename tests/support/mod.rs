@@ -128,6 +128,18 @@ pub fn pump_until(app: &mut App, secs: u64, what: &str, mut done: impl FnMut(&mu
     }
 }
 
+/// Runs frames back to back, with no sleep of the test's own, for `d`; returns how many ran
+/// (a loop that sleeps in `WaitForNetwork` runs a handful where a spinning one runs thousands).
+pub fn frames_in(app: &mut App, d: Duration) -> usize {
+    let t0 = Instant::now();
+    let mut frames = 0;
+    while t0.elapsed() < d {
+        app.update();
+        frames += 1;
+    }
+    frames
+}
+
 /// Runs frames for `ms` milliseconds.
 pub fn pump_for(app: &mut App, ms: u64) {
     let deadline = Instant::now() + Duration::from_millis(ms);
