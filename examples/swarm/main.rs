@@ -16,7 +16,10 @@
 //!
 //! Options: `--bots N` (100), `--rooms N` (one per 10 bots), `--rate HZ` moves per bot per second
 //! (5; 0 = idle), `--seconds S` (10), `--url URL`, `--spin` (no `WaitForNetwork`: an uncapped
-//! loop), `--json` (one JSON summary line at the end, for scripts).
+//! loop), `--tick-ms MS` (no `WaitForNetwork`: one frame every MS milliseconds, like a game
+//! server's tick or `ScheduleRunnerPlugin::run_loop`; each frame then handles what every socket
+//! received since the last, which costs less CPU per message than a frame per wake-up),
+//! `--json` (one JSON summary line at the end, for scripts).
 //!
 //! Native only: in the browser there is one socket per tab, and no embedded server.
 

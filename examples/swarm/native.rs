@@ -19,6 +19,7 @@ struct Options {
     seconds: f64,
     url: Option<String>,
     spin: bool,
+    tick: Option<Duration>,
     json: bool,
 }
 
@@ -30,6 +31,7 @@ fn options() -> Options {
         seconds: 10.0,
         url: std::env::var("PHOENIX_URL").ok().filter(|u| !u.is_empty()),
         spin: false,
+        tick: None,
         json: false,
     };
     let mut args = std::env::args().skip(1);
@@ -45,6 +47,10 @@ fn options() -> Options {
             "--seconds" => o.seconds = parse(&value("--seconds")),
             "--url" => o.url = Some(value("--url")),
             "--spin" => o.spin = true,
+            "--tick-ms" => {
+                let ms: f64 = parse(&value("--tick-ms"));
+                o.tick = (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
+            }
             "--json" => o.json = true,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown option {other}")),
@@ -66,7 +72,7 @@ fn usage(error: &str) -> ! {
         eprintln!("swarm: {error}");
     }
     eprintln!(
-        "usage: swarm [--bots N] [--rooms N] [--rate HZ] [--seconds S] [--url URL] [--spin] [--json]"
+        "usage: swarm [--bots N] [--rooms N] [--rate HZ] [--seconds S] [--url URL] [--spin] [--tick-ms MS] [--json]"
     );
     std::process::exit(2);
 }
@@ -254,6 +260,8 @@ struct Summary {
     rate: f64,
     seconds: f64,
     wait_for_network: bool,
+    /// `--tick-ms`: frames at a fixed rate instead of waiting for the network.
+    tick_ms: Option<f64>,
     embedded_server: bool,
     joined: usize,
     connect_seconds: f64,
@@ -336,6 +344,18 @@ pub fn main() {
     }
     app.finish();
     app.cleanup();
+    if o.tick.is_some() {
+        // A fixed frame rate instead (what `ScheduleRunnerPlugin::run_loop` does).
+        app.world_mut().remove_resource::<WaitForNetwork>();
+    }
+    // With `--tick-ms`: sleep out the rest of the tick after a frame.
+    let pace = |frame_start: Instant| {
+        if let Some(left) = o.tick.map(|t| t.saturating_sub(frame_start.elapsed()))
+            && !left.is_zero()
+        {
+            std::thread::sleep(left);
+        }
+    };
 
     let joined = |app: &mut App| {
         let world = app.world_mut();
@@ -348,7 +368,9 @@ pub fn main() {
     // Connect and join everybody (bounded: a server that refuses shows in the totals).
     let t0 = Instant::now();
     while joined(&mut app) < o.bots && t0.elapsed() < Duration::from_secs(60) {
+        let f0 = Instant::now();
         app.update();
+        pace(f0);
     }
     let connect_seconds = t0.elapsed().as_secs_f64();
     let rss_after_join = rss();
@@ -370,7 +392,9 @@ pub fn main() {
     let mut all_frames: Vec<Duration> = Vec::new();
     let run_cpu0 = main_thread_cpu();
     while run_start.elapsed().as_secs_f64() < o.seconds {
+        let f0 = Instant::now();
         app.update();
+        pace(f0);
         if Instant::now() >= next_report {
             next_report += Duration::from_secs(1);
             let now = *app.world().resource::<Totals>();
@@ -417,7 +441,9 @@ pub fn main() {
     app.world_mut().resource_mut::<Rate>().pushing = false;
     let settle = Instant::now();
     while settle.elapsed() < Duration::from_secs(1) {
+        let f0 = Instant::now();
         app.update();
+        pace(f0);
     }
     app.world_mut().remove_resource::<WaitForNetwork>();
     app.world_mut().resource_mut::<FrameClock>().work.clear();
@@ -435,7 +461,8 @@ pub fn main() {
         rooms: o.rooms,
         rate: o.rate,
         seconds: o.seconds,
-        wait_for_network: !o.spin,
+        wait_for_network: !o.spin && o.tick.is_none(),
+        tick_ms: o.tick.map(|t| t.as_secs_f64() * 1000.0),
         embedded_server: embedded,
         joined: joined(&mut app),
         connect_seconds,

@@ -151,6 +151,9 @@ pub struct PhoenixSocket {
     pub(crate) failures_in_a_row: u32,
     /// Channels that errored and have not joined again (only the first error is a warning).
     pub(crate) errored_channels: bevy::platform::collections::HashSet<ChannelId>,
+    /// When the plugin's timer heap visits this socket next (at or before the core's next
+    /// timer); `None` when no entry is pending.
+    pub(crate) scheduled: Option<web_time::Instant>,
 }
 
 impl PhoenixSocket {
@@ -165,6 +168,7 @@ impl PhoenixSocket {
             entity_channels: HashMap::default(),
             failures_in_a_row: 0,
             errored_channels: Default::default(),
+            scheduled: None,
         }
     }
 

@@ -18,6 +18,9 @@ mod messages;
 mod typed;
 mod wait;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use bevy::ecs::entity::EntityHashSet;
 use bevy::ecs::system::{NonSendMarker, SystemParam};
 use bevy::platform::collections::HashMap;
@@ -117,6 +120,10 @@ impl Default for PhoenixClock {
 /// readiness set (epoll) and polled again only once its socket is readable (or writable while a
 /// flush is held back): an idle frame with a thousand connected sockets costs one
 /// `epoll_wait`, not a thousand reads, and [`WaitForNetwork`] watches that one descriptor.
+///
+/// The same goes for the rest of a frame's work: the receive pass visits only the sockets with
+/// something to do (ready or unwatched transports, due timers, a send backlog, or a socket
+/// changed since the last pass), so its cost follows the active sockets, not all of them.
 pub struct PhoenixTransports {
     map: HashMap<Entity, Link>,
     /// Handed to new transports so that their handshake ends a [`WaitForNetwork`] sleep.
@@ -125,8 +132,21 @@ pub struct PhoenixTransports {
     /// every frame.
     #[cfg(not(target_arch = "wasm32"))]
     readiness: Option<transport::Readiness>,
+    /// Sockets whose transport is not in the readiness set: polled every frame.
+    unwatched: EntityHashSet,
+    /// Sockets the readiness set reported this frame.
+    #[cfg(not(target_arch = "wasm32"))]
+    ready: Vec<Entity>,
+    /// Socket timers, earliest first: `(due, socket)`. A socket has an entry at or before its
+    /// core's next timer ([`PhoenixSocket::scheduled`]); a later one left behind when a timer
+    /// moved only makes a spare visit.
+    timers: BinaryHeap<Reverse<(Instant, Entity)>>,
+    /// Sockets whose core counts unsent bytes: visited every frame so the count stays fresh.
+    backlogged: EntityHashSet,
 }
 
+// On the web there is no readiness set, and the derived impl would do.
+#[cfg_attr(target_arch = "wasm32", allow(clippy::derivable_impls))]
 impl Default for PhoenixTransports {
     fn default() -> Self {
         PhoenixTransports {
@@ -134,6 +154,11 @@ impl Default for PhoenixTransports {
             waker: transport::NetworkWaker::default(),
             #[cfg(not(target_arch = "wasm32"))]
             readiness: transport::Readiness::new().ok(),
+            unwatched: EntityHashSet::default(),
+            #[cfg(not(target_arch = "wasm32"))]
+            ready: Vec::new(),
+            timers: BinaryHeap::new(),
+            backlogged: EntityHashSet::default(),
         }
     }
 }
@@ -182,13 +207,28 @@ impl PhoenixTransports {
         self.map.get(&socket).map(|l| l.transport.stats())
     }
 
+    /// Starts a socket's new transport (closing the one it replaces).
+    fn insert_link(&mut self, entity: Entity, transport: Box<dyn PhoenixTransport>) {
+        if let Some(mut old) = self.map.insert(entity, Link::new(transport)) {
+            old.transport.close();
+        }
+        // Polled every frame until a poll finds it drained and the readiness set takes it.
+        self.unwatched.insert(entity);
+    }
+
+    /// Takes a socket's transport out (the caller closes it if it is still open).
+    fn remove_link(&mut self, entity: Entity) -> Option<Link> {
+        self.unwatched.remove(&entity);
+        self.map.remove(&entity)
+    }
+
     /// What a network wait must watch, one hint per transport not in the readiness set (the
     /// set itself covers the others).
     #[cfg(not(target_arch = "wasm32"))]
     fn wait_hints(&self) -> impl Iterator<Item = transport::WaitHint<'_>> {
-        self.map
-            .values()
-            .filter(|l| l.watch == transport::Watch::No)
+        self.unwatched
+            .iter()
+            .filter_map(|e| self.map.get(e))
             .map(|l| {
                 if l.drained {
                     l.transport.wait_hint()
@@ -205,17 +245,22 @@ impl PhoenixTransports {
             return;
         };
         let map = &mut self.map;
+        let ready = &mut self.ready;
         let result = set.ready(map.len(), |key| {
-            if let Some(l) = Entity::try_from_bits(key).and_then(|e| map.get_mut(&e)) {
+            if let Some(e) = Entity::try_from_bits(key)
+                && let Some(l) = map.get_mut(&e)
+            {
                 l.ready = true;
+                ready.push(e);
             }
         });
         if let Err(e) = result {
             // Fall back to polling everything, for good.
             warn!("phoenix: the readiness set failed ({e}); polling every socket each frame");
             self.readiness = None;
-            for l in self.map.values_mut() {
+            for (e, l) in self.map.iter_mut() {
                 l.watch = transport::Watch::No;
+                self.unwatched.insert(*e);
             }
         }
     }
@@ -232,6 +277,7 @@ impl PhoenixTransports {
         let Some(set) = &self.readiness else {
             return;
         };
+        let before = link.watch;
         let hint = if link.drained {
             link.transport.wait_hint()
         } else {
@@ -250,6 +296,13 @@ impl PhoenixTransports {
             }
             // Polled every frame; a stale registration only makes spurious wake-ups.
             _ => link.watch = Watch::No,
+        }
+        if link.watch != before {
+            if link.watch == Watch::No {
+                self.unwatched.insert(entity);
+            } else {
+                self.unwatched.remove(&entity);
+            }
         }
     }
 }
@@ -688,7 +741,7 @@ fn apply_outputs(
     while let Some(out) = sock.core.poll_output() {
         match out {
             Output::Connect(req) => {
-                if let Some(mut old) = transports.map.remove(&entity) {
+                if let Some(mut old) = transports.remove_link(entity) {
                     old.transport.close();
                 }
                 let cfg = &sock.config;
@@ -705,7 +758,7 @@ fn apply_outputs(
                     },
                     &transports.waker,
                 );
-                transports.map.insert(entity, Link::new(t));
+                transports.insert_link(entity, t);
             }
             Output::Send(frame) => {
                 if let Some(l) = transports.map.get_mut(&entity) {
@@ -717,7 +770,7 @@ fn apply_outputs(
                         Err(e) if l.transport.is_open() => {
                             warn!("phoenix: send refused ({e}): closing the connection");
                             l.transport.close();
-                            transports.map.remove(&entity);
+                            transports.remove_link(entity);
                             sock.core
                                 .handle_closed(now, TransportClosed::Error(e.to_string()));
                         }
@@ -728,7 +781,7 @@ fn apply_outputs(
                 }
             }
             Output::Close => {
-                if let Some(mut l) = transports.map.remove(&entity) {
+                if let Some(mut l) = transports.remove_link(entity) {
                     l.transport.close();
                 }
             }
@@ -764,10 +817,14 @@ struct SendSinks<'w, 's> {
     >,
 }
 
-/// Run condition of [`emit_system`]: some socket's core has events queued. On an idle frame
-/// this is all that runs, so the dozen message writers are not even fetched.
-fn core_has_events(sockets: Query<&PhoenixSocket>) -> bool {
-    sockets.iter().any(|s| s.core.has_events())
+/// Run condition of [`emit_system`]: some socket changed since the condition last ran has
+/// events queued (a core only gains events when the plugin changes its socket). On an idle
+/// frame this is all that runs, so the dozen message writers are not even fetched, and it
+/// reads no socket at all: only Bevy's change ticks.
+fn core_has_events(sockets: Query<Ref<PhoenixSocket>>) -> bool {
+    sockets
+        .iter()
+        .any(|s| s.is_changed() && s.core.has_events())
 }
 
 /// Turns the events every core has queued into messages, events and component updates.
@@ -780,24 +837,97 @@ fn emit_system(
     mut sinks: Sinks,
 ) {
     for (entity, mut sock) in &mut sockets {
-        if sock.core.has_events() {
-            sinks.drain(entity, &mut sock);
+        if sock.is_changed() && sock.core.has_events() {
+            // Draining only reads the core otherwise: not a change the receive pass must see.
+            sinks.drain(entity, sock.bypass_change_detection());
         }
     }
 }
 
-/// PreUpdate: poll every transport, feed the core, fire timers, send what that produced.
+/// After a visit: makes sure the socket's next timer has an entry in the timer heap, and
+/// keeps the set of sockets with a send backlog current. Writes only the socket's
+/// bookkeeping, without marking it changed.
+fn schedule(transports: &mut PhoenixTransports, entity: Entity, sock: &mut Mut<PhoenixSocket>) {
+    let next = sock.core.poll_timeout();
+    if let Some(t) = next
+        && sock.scheduled.is_none_or(|s| t < s)
+    {
+        sock.bypass_change_detection().scheduled = Some(t);
+        transports.timers.push(Reverse((t, entity)));
+    }
+    if sock.core.send_backlog() != 0 {
+        transports.backlogged.insert(entity);
+    } else if !transports.backlogged.is_empty() {
+        transports.backlogged.remove(&entity);
+    }
+}
+
+/// Rebuilds the timer heap when entries left behind by moved timers outnumber the sockets:
+/// one entry per socket with a timer.
+fn compact_timers(
+    transports: &mut PhoenixTransports,
+    sockets: &Query<(Entity, &mut PhoenixSocket, &mut SocketStatus)>,
+) {
+    if transports.timers.len() <= 256 || transports.timers.len() <= 2 * sockets.iter().count() {
+        return;
+    }
+    transports.timers = sockets
+        .iter()
+        .filter_map(|(e, sock, _)| sock.scheduled.map(|t| Reverse((t, e))))
+        .collect();
+}
+
+/// PreUpdate: poll the transports that have something, feed the cores, fire due timers, send
+/// what that produced. Only active sockets are visited: those whose transport the readiness
+/// set reported or that are not in it, those with a due timer or a send backlog, and those
+/// changed since the last pass (commands, events drained, new sockets).
 fn receive_system(
     clock: Res<PhoenixClock>,
     time: Res<Time<Real>>,
     mut transports: NonSendMut<PhoenixTransports>,
     mut sockets: Query<(Entity, &mut PhoenixSocket, &mut SocketStatus)>,
+    mut visit: Local<Vec<Entity>>,
 ) {
     let now = clock.now(&time);
     let transports = &mut *transports;
+    visit.clear();
     #[cfg(not(target_arch = "wasm32"))]
-    transports.collect_ready();
-    for (entity, mut sock, mut status) in &mut sockets {
+    {
+        transports.ready.clear();
+        transports.collect_ready();
+        visit.extend_from_slice(&transports.ready);
+    }
+    #[cfg(target_arch = "wasm32")]
+    visit.extend(transports.map.keys().copied());
+    visit.extend(transports.unwatched.iter().copied());
+    visit.extend(transports.backlogged.iter().copied());
+    while let Some(&Reverse((t, e))) = transports.timers.peek()
+        && t <= now
+    {
+        transports.timers.pop();
+        if let Ok((_, mut sock, _)) = sockets.get_mut(e) {
+            if sock.scheduled == Some(t) {
+                // Its entry is used up: the visit gives it the next one.
+                sock.bypass_change_detection().scheduled = None;
+            }
+            visit.push(e);
+        }
+    }
+    // Only change ticks are read here, not the sockets.
+    for (e, sock, _) in &mut sockets {
+        if sock.is_changed() {
+            visit.push(e);
+        }
+    }
+    visit.sort_unstable();
+    visit.dedup();
+
+    for &entity in visit.iter() {
+        let Ok((_, mut sock, mut status)) = sockets.get_mut(entity) else {
+            // Despawned: nothing is left to visit.
+            transports.backlogged.remove(&entity);
+            continue;
+        };
         // A count of unsent bytes left from an earlier frame is stale: the transport has sent
         // some since. Refresh it before this frame's frames go out (buffered pushes flushed by
         // a join reply are held to the bound too). A zero count costs nothing.
@@ -844,7 +974,7 @@ fn receive_system(
                 }
             }
             if ended {
-                transports.map.remove(&entity);
+                transports.remove_link(entity);
             } else {
                 #[cfg(not(target_arch = "wasm32"))]
                 transports.update_watch(entity);
@@ -858,7 +988,9 @@ fn receive_system(
             apply_outputs(entity, &mut sock, transports, now);
         }
         status.set_if_neq(SocketStatus(sock.core.connection_state()));
+        schedule(transports, entity, &mut sock);
     }
+    compact_timers(transports, &sockets);
 }
 
 /// Channel entities to join: added since the last frame and not linked yet. Added, not just
@@ -925,16 +1057,16 @@ fn send_system(
     }
 
     for gone in input.removed_sockets.read() {
-        if let Some(mut l) = transports.map.remove(&gone) {
+        if let Some(mut l) = transports.remove_link(gone) {
             l.transport.close();
         }
     }
     let default_socket = default_of(sockets.iter().map(|(e, _, _, d)| (e, d)));
     let resolve = |s: Option<Entity>| s.or(default_socket);
 
-    // Sockets that have not started yet.
+    // Sockets that have not started yet (added since the last pass; only ticks are read).
     for (_, mut sock, _, _) in &mut sockets {
-        if !sock.started {
+        if sock.is_added() && !sock.started {
             sock.started = true;
             if sock.config.auto_connect {
                 sock.core.connect(now);
@@ -1104,10 +1236,14 @@ fn send_system(
         let _ = sock.core.push(now, id, &p.event, p.payload, options);
     }
 
-    // Frames out. Timers were fired in `PreUpdate` for this frame's `now` (the same clock
-    // reading): one due from a command made since (a zero timeout) fires next frame. An idle
-    // socket is only read, not marked changed.
+    // Frames out, from the sockets changed since the last pass (only their ticks are read
+    // otherwise). Timers were fired in `PreUpdate` for this frame's `now` (the same clock
+    // reading): one due from a command made since (a zero timeout) fires next frame, where the
+    // receive pass visits this socket because it changed. An idle socket is not marked changed.
     for (entity, mut sock, mut status, _) in &mut sockets {
+        if !sock.is_changed() {
+            continue;
+        }
         if sock.core.has_outputs() {
             apply_outputs(entity, &mut sock, transports, now);
         }

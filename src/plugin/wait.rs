@@ -1,5 +1,7 @@
 //! [`WaitForNetwork`]: a headless frame loop that sleeps until the server sends something.
 
+#[cfg(not(target_arch = "wasm32"))]
+use std::cmp::Reverse;
 use std::time::Duration;
 
 use bevy::prelude::*;
@@ -80,19 +82,31 @@ pub(super) fn wait_system(
     clock: Res<PhoenixClock>,
     time: Res<Time<Real>>,
     transports: NonSend<PhoenixTransports>,
-    sockets: Query<&PhoenixSocket>,
+    sockets: Query<Ref<PhoenixSocket>>,
     mut warned: Local<bool>,
 ) {
     let now = clock.now(&time);
     // The clock was read when the frame began; the frame has run since.
     let spent = time.last_update().map(|t| t.elapsed()).unwrap_or_default();
     let mut timeout = wait.max_wait;
+    let mut until = |at: web_time::Instant| {
+        timeout = timeout.min(at.saturating_duration_since(now).saturating_sub(spent));
+    };
+    // Every socket's next timer is in the plugin's heap, except for sockets changed since the
+    // last wait (the receive pass schedules them next frame): those are read here. Only change
+    // ticks are read for the others.
+    if let Some(Reverse((at, _))) = transports.timers.peek() {
+        until(*at);
+    }
     for sock in &sockets {
+        if !sock.is_changed() {
+            continue;
+        }
         if sock.core.has_events() {
             return;
         }
         if let Some(at) = sock.core.poll_timeout() {
-            timeout = timeout.min(at.saturating_duration_since(now).saturating_sub(spent));
+            until(at);
         }
     }
     if timeout.is_zero() {
