@@ -199,3 +199,74 @@ fn wait_for_network_sleeps_over_many_sockets_and_wakes_for_any() {
     assert!(log(&app).replies.iter().any(|r| r.handle == h));
     assert_eq!(ticks(&app), 0);
 }
+
+/// Every socket's next timer sits in one heap for all sockets; entries left behind when a timer
+/// moves are dropped by rebuilding the heap once they outnumber the sockets. A rebuild must keep
+/// each socket's current entry: socket A waits only for its push timeout (nothing else happens
+/// on it, so only the heap brings it back), while socket B moves its next timer earlier 300
+/// times, one entry each, and so forces a rebuild while A waits.
+#[test]
+fn a_timer_heap_rebuild_keeps_every_sockets_next_timer() {
+    let server = Server::start();
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, PhoenixChannelsPlugin::default()))
+        .init_resource::<Log>()
+        .add_systems(Update, collect);
+    let mut channels = Vec::new();
+    for _ in 0..2 {
+        let cfg = config(&server.url).with(|s| {
+            // A join leaves its deadline behind in the core until it passes (a spare
+            // wake-up): a short join timeout gets it out of the way (a slow join retries).
+            s.with_heartbeat(Duration::from_secs(3600))
+                .with_push_timeout(Duration::from_secs(3600))
+                .with_join_timeout(Duration::from_secs(2))
+        });
+        let socket = app.world_mut().spawn(PhoenixSocket::new(cfg)).id();
+        let topic = unique("echo:heap-");
+        channels.push(
+            app.world_mut()
+                .spawn(PhoenixChannel::new(topic).on_socket(socket))
+                .id(),
+        );
+    }
+    pump_until(&mut app, 30, "both sockets joined", |w| {
+        channels
+            .iter()
+            .all(|c| w.get::<ChannelStatus>(*c).map(|s| s.0) == Some(ChannelState::Joined))
+    });
+    pump_for(&mut app, 2500);
+    let (a, b) = (channels[0], channels[1]);
+    // "noreply" is never answered: A's push ends by its timeout, A's only timer.
+    let t0 = Instant::now();
+    let ha = push(
+        &mut app,
+        PushMessage::json(a, "noreply", &json!({}))
+            .unwrap()
+            .with_timeout(Duration::from_secs(8)),
+    );
+    app.update();
+    // B: each push is due a second before the one before (and long before B's heartbeat), so
+    // each moves B's next timer earlier.
+    let mut b_pushes = Vec::new();
+    for i in 0..300u64 {
+        b_pushes.push(push(
+            &mut app,
+            PushMessage::json(b, "noreply", &json!({ "i": i }))
+                .unwrap()
+                .with_timeout(Duration::from_secs(900 - i)),
+        ));
+        app.update();
+    }
+    let churn = t0.elapsed();
+    if !replies_for(&app, ha).is_empty() {
+        // Only on a machine so loaded that 300 frames took 8 s: nothing to check then.
+        eprintln!("A timed out during B's pushes ({churn:?}): the rebuild was not tested");
+        return;
+    }
+    pump_until(&mut app, 60, "A's push timeout", |w| {
+        w.resource::<Log>().replies.iter().any(|r| r.handle == ha)
+    });
+    assert_eq!(reply(&mut app, ha).outcome, PushOutcome::Timeout);
+    // B's pushes are all still waiting.
+    assert!(b_pushes.iter().all(|h| replies_for(&app, *h).is_empty()));
+}
