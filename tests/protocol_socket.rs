@@ -1212,6 +1212,37 @@ fn disconnect_stops_reconnecting_and_connect_rejoins_with_fresh_join_refs() {
 }
 
 #[test]
+fn an_answered_push_is_not_a_timer() {
+    // Each socket's next timer decides when a frame visits it (and when a wait ends): the
+    // deadline of a push that got its reply must not stay one until it passes.
+    let mut h = open();
+    let heartbeat = h.s.poll_timeout();
+    let (ch, jr) = h.join_ok("room:a");
+    assert_eq!(h.s.poll_timeout(), heartbeat, "the answered join");
+    let p1 = h.push(ch, "e");
+    h.advance(MS(100));
+    let p2 = h.push(ch, "e");
+    let refs: Vec<u64> = h
+        .sent_text()
+        .iter()
+        .map(|f| refs_of(f).1.unwrap())
+        .collect();
+    assert_eq!(refs.len(), 2);
+    assert_eq!(h.s.poll_timeout(), Some(h.now - MS(100) + SECS(10)));
+    // Answered out of order: the later push first, then the earlier one.
+    h.text(ok(jr, refs[1], "room:a", "{}"));
+    assert!(matches!(outcome(&h.events(), p2), PushOutcome::Ok(_)));
+    assert_eq!(
+        h.s.poll_timeout(),
+        Some(h.now - MS(100) + SECS(10)),
+        "p1 waits"
+    );
+    h.text(ok(jr, refs[0], "room:a", "{}"));
+    assert!(matches!(outcome(&h.events(), p1), PushOutcome::Ok(_)));
+    assert_eq!(h.s.poll_timeout(), heartbeat);
+}
+
+#[test]
 fn poll_timeout_is_never_in_the_past() {
     // A busy scenario; H::advance_to asserts after every handle_timeout that the next
     // timeout is later than now.

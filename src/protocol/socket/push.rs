@@ -206,6 +206,18 @@ impl Socket {
         self.pushes.insert(r, push);
     }
 
+    /// Drops the deadlines of ended pushes from the top of the heap, so that an answered
+    /// push's deadline does not stay the socket's next timer (a spare wake-up when it passes).
+    /// Replies mostly come in push order, so this usually pops the one entry just answered.
+    pub(super) fn prune_deadlines(&mut self) {
+        while let Some(&Reverse((d, r))) = self.deadlines.peek() {
+            if self.pushes.get(&r).is_some_and(|p| p.deadline == Some(d)) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+    }
+
     /// Ends every buffered push of a channel with `reason`.
     pub(super) fn drop_buffered(&mut self, id: ChannelId, reason: DropReason) {
         let Some(c) = self.chan_mut(id) else { return };

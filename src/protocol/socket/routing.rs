@@ -110,6 +110,7 @@ impl Socket {
             return None;
         }
         let p = self.pushes.remove(&r)?;
+        self.prune_deadlines();
         match p.kind {
             PushKind::User { event, tag, .. } => Some(Route::Reply {
                 push: r,
