@@ -1000,7 +1000,9 @@ fn upgrade(
 /// that buffer in place: it allocates a new one, as large as the buffer's first allocation. A
 /// buffer made from the tail alone has no such size, so every new buffer would hold exactly
 /// the frame being read: one socket read and one allocation per frame. Starting from a
-/// [`READ_CHUNK`] allocation makes each new buffer that large instead.
+/// [`READ_CHUNK`] allocation makes each new buffer that large instead. (tungstenite turns the
+/// `Vec` into its buffer with `BytesMut::from_iter`, which keeps the allocation; the test
+/// `kept_frames_do_not_shrink_the_reads` checks the effect.)
 fn open_websocket<S: Read + Write>(
     stream: S,
     tail: &[u8],
