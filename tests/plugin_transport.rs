@@ -427,3 +427,62 @@ fn wait_for_network_sleeps_on_a_waking_transport_until_it_wakes() {
     assert!(wire.last().lock().unwrap().waker.is_active());
     assert!(frames <= 10, "the loop did not sleep: {frames} frames");
 }
+
+/// Messages of two channels arriving interleaved in one frame (so one drain of the core's
+/// events delivers them all, with a channel closing in the middle) each name their own
+/// channel entity, in arrival order.
+#[test]
+fn interleaved_messages_of_two_channels_name_their_own_entities() {
+    let (mut app, wire) = app_with_double(false);
+    pump_until(&mut app, 10, "a connect", |_| wire.count() == 1);
+    let line = wire.line(0);
+    deliver(&line, TransportEvent::Opened { protocol: None });
+    let (ta, tb) = ("room:a", "room:b");
+    let a = app.world_mut().spawn(PhoenixChannel::new(ta)).id();
+    let b = app.world_mut().spawn(PhoenixChannel::new(tb)).id();
+    let (ja, ra) = join_sent(&mut app, &line, ta);
+    let (jb, rb) = join_sent(&mut app, &line, tb);
+    reply_ok(&line, &ja, &ra, ta);
+    reply_ok(&line, &jb, &rb, tb);
+    pump_until(&mut app, 10, "both joined", |w| {
+        w.resource::<Log>().joined.len() == 2
+    });
+    let before = log(&app).messages.len();
+    // a, a, b, a, b, b, a's close, b: pushes (with join_ref) and broadcasts (without).
+    let order = [ta, ta, tb, ta, tb, tb, "close", tb];
+    for (n, t) in order.iter().enumerate() {
+        let f = match *t {
+            "close" => json!([ja, ja, ta, "phx_close", {}]),
+            t if n % 2 == 0 => {
+                let jr = if t == ta { &ja } else { &jb };
+                json!([jr, Value::Null, t, "tick", {"n": n}])
+            }
+            t => json!([Value::Null, Value::Null, t, "tick", {"n": n}]),
+        };
+        deliver(&line, text(f));
+    }
+    let updates = {
+        let mut k = 0;
+        pump_until(&mut app, 10, "every tick", |w| {
+            k += 1;
+            w.resource::<Log>().messages.len() == before + 7
+        });
+        k
+    };
+    assert_eq!(updates, 1, "all in one frame, so in one drain");
+    let got: Vec<(Entity, String, u64)> = log(&app).messages[before..]
+        .iter()
+        .map(|m| {
+            let n = m.decode::<Value>().unwrap()["n"].as_u64().unwrap();
+            (m.channel, m.topic.to_string(), n)
+        })
+        .collect();
+    let want: Vec<(Entity, String, u64)> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t != "close")
+        .map(|(n, t)| (if *t == ta { a } else { b }, t.to_string(), n as u64))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(log(&app).closed.len(), 1, "a closed in the same frame");
+}

@@ -462,9 +462,32 @@ impl Sinks<'_, '_> {
     /// Turns everything the core has to say into messages, events and component updates.
     fn drain(&mut self, socket_entity: Entity, sock: &mut PhoenixSocket) {
         let mut any = false;
+        // The channel entity of the last message: a burst is mostly one channel's messages.
+        // Any other event may relink channels, so it forgets.
+        let mut last: Option<(crate::protocol::ChannelId, Entity)> = None;
         while let Some(ev) = sock.core.poll_event() {
             any = true;
-            self.one(socket_entity, sock, ev);
+            match ev {
+                CoreEvent::Message(m) => {
+                    let channel = match last {
+                        Some((id, e)) if id == m.channel => e,
+                        _ => {
+                            let e = sock
+                                .channel_entities
+                                .get(&m.channel)
+                                .copied()
+                                .unwrap_or(Entity::PLACEHOLDER);
+                            last = Some((m.channel, e));
+                            e
+                        }
+                    };
+                    self.message(socket_entity, channel, m);
+                }
+                ev => {
+                    last = None;
+                    self.one(socket_entity, sock, ev);
+                }
+            }
         }
         if any {
             self.sync_statuses(sock);
@@ -481,6 +504,17 @@ impl Sinks<'_, '_> {
         }
     }
 
+    fn message(&mut self, socket: Entity, channel: Entity, m: crate::protocol::InboundMessage) {
+        self.messages.write(ChannelMessage {
+            socket,
+            channel,
+            topic: m.topic,
+            event: m.event,
+            payload: m.payload,
+            broadcast: m.broadcast,
+        });
+    }
+
     fn one(&mut self, s: Entity, sock: &mut PhoenixSocket, ev: CoreEvent) {
         let chan = |sock: &PhoenixSocket, id| {
             sock.channel_entities
@@ -489,16 +523,7 @@ impl Sinks<'_, '_> {
                 .unwrap_or(Entity::PLACEHOLDER)
         };
         match ev {
-            CoreEvent::Message(m) => {
-                self.messages.write(ChannelMessage {
-                    socket: s,
-                    channel: chan(sock, m.channel),
-                    topic: m.topic,
-                    event: m.event,
-                    payload: m.payload,
-                    broadcast: m.broadcast,
-                });
-            }
+            CoreEvent::Message(m) => self.message(s, chan(sock, m.channel), m),
             CoreEvent::Reply(r) => {
                 // The plugin pushes with its handle as the core's tag (plus the quiet mark).
                 if r.tag & QUIET_SENT != 0 && r.outcome == PushOutcome::Sent {

@@ -5,7 +5,7 @@
 //! [`Payload::decode`]. Outgoing payloads ([`OutPayload`]) are serialized once, when pushed.
 //!
 //! Natively the frame itself is a view of the transport's read buffer ([`FrameText`]), so a
-//! payload kept for long keeps that buffer's chunk (a few KiB) alive; decode it, or clone the
+//! payload kept for long keeps that buffer's chunk (up to 16 KiB) alive; decode it, or clone the
 //! JSON text, if you keep many for a long time.
 
 use std::fmt;

@@ -223,16 +223,41 @@ fn fast_str<'a>(frame: &'a str, i: &mut usize) -> Option<&'a str> {
         return None;
     }
     let start = *i + 1;
-    let len = b
-        .get(start..)?
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-    let end = start + len;
+    let end = start + plain_len(b.get(start..)?)?;
     if b[end] != b'"' {
         return None;
     }
     *i = end + 1;
     frame.get(start..end)
+}
+
+/// The index of the first `"`, `\\` or control character (below 0x20) in `b`, eight bytes at a
+/// time (topics are tens of bytes, and every received frame has two of them to scan).
+fn plain_len(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // High bit of each byte that is zero; above the lowest such byte, a borrow can mark
+    // others too, so only the lowest mark is exact, and only it is used.
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let v = u64::from_le_bytes(w);
+        let below_space = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
+        let hit =
+            zero(v ^ (ONES * u64::from(b'"'))) | zero(v ^ (ONES * u64::from(b'\\'))) | below_space;
+        if hit != 0 {
+            return Some(at + (hit.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|p| at + p)
 }
 
 /// `null` or a plain string ref.
@@ -691,6 +716,35 @@ mod tests {
         }
         assert!(decode_text_fast(frames[0]).is_some());
         assert!(decode_text_fast(frames[1]).is_some());
+    }
+
+    /// The word-at-a-time scan finds what a byte-by-byte one finds, at every position and
+    /// next to every byte value (multi-byte UTF-8 included).
+    #[test]
+    fn plain_len_matches_a_byte_scan() {
+        let slow = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        for len in 0..40 {
+            for at in 0..=len {
+                for stop in (0u8..=255).step_by(1) {
+                    let mut b: Vec<u8> = (0..len).map(|k| b'a' + (k % 26) as u8).collect();
+                    if at < len {
+                        b[at] = stop;
+                    }
+                    assert_eq!(plain_len(&b), slow(&b), "len {len} at {at} byte {stop:#x}");
+                }
+            }
+        }
+        // Bytes just above each boundary, and high bytes before a stop.
+        for filler in [0x20u8, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xc3, 0xff] {
+            for stop in [b'"', b'\\', 0x00, 0x1f] {
+                for at in 0..20 {
+                    let mut b = vec![filler; 24];
+                    b[at] = stop;
+                    assert_eq!(plain_len(&b), Some(at), "filler {filler:#x} stop {stop:#x}");
+                }
+            }
+            assert_eq!(plain_len(&[filler; 24]), None, "filler {filler:#x}");
+        }
     }
 
     #[test]

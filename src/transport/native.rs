@@ -26,6 +26,10 @@ const CLOSE_LINGER: Duration = Duration::from_secs(3);
 const CLOSING_READS_PER_POLL: usize = 1024;
 /// Most bytes one socket read takes (tungstenite's read buffer).
 const READ_BUFFER: usize = 4096;
+/// Size of each read buffer tungstenite allocates while received frames still use the last
+/// one ([`open_websocket`]): a few socket reads' worth, so the allocation is amortised over
+/// about a hundred frames of a typical size. A received payload kept alive keeps its chunk.
+const READ_CHUNK: usize = 16 << 10;
 /// Bound on data buffered by `send` that the socket did not take yet; past it `send` refuses.
 const MAX_WRITE_BUFFER: usize = 64 << 20;
 
@@ -984,8 +988,29 @@ fn upgrade(
         _ => {}
     }
     let tail = buf.split_off(len);
-    let ws = WebSocket::from_partially_read(stream, tail, Role::Client, Some(config));
+    let ws = open_websocket(stream, &tail, config);
     Ok((ws, protocol))
+}
+
+/// The client side of an upgraded connection; `tail` holds the bytes read past the upgrade
+/// answer (the start of the first frames, if any).
+///
+/// tungstenite reads into one buffer and hands out each text frame as a view of it. While any
+/// frame is still alive (the app keeps received messages for two Bevy frames), it cannot reuse
+/// that buffer in place: it allocates a new one, as large as the buffer's first allocation. A
+/// buffer made from the tail alone has no such size, so every new buffer would hold exactly
+/// the frame being read: one socket read and one allocation per frame. Starting from a
+/// [`READ_CHUNK`] allocation makes each new buffer that large instead. (tungstenite turns the
+/// `Vec` into its buffer with `BytesMut::from_iter`, which keeps the allocation; the test
+/// `kept_frames_do_not_shrink_the_reads` checks the effect.)
+fn open_websocket<S: Read + Write>(
+    stream: S,
+    tail: &[u8],
+    config: WebSocketConfig,
+) -> WebSocket<S> {
+    let mut first = Vec::with_capacity(READ_CHUNK.max(tail.len()));
+    first.extend_from_slice(tail);
+    WebSocket::from_partially_read(stream, first, Role::Client, Some(config))
 }
 
 /// An I/O error during the upgrade.
@@ -1011,5 +1036,95 @@ mod tests {
     #[test]
     fn transport_is_send_and_sync() {
         assert_send_sync::<Inner>();
+    }
+
+    /// A stream that hands out `data` as the socket would (at most what the reader asks
+    /// for, then WouldBlock) and counts the reads.
+    struct Feed {
+        data: Vec<u8>,
+        at: usize,
+        reads: usize,
+    }
+
+    impl Read for Feed {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            let rest = &self.data[self.at..];
+            if rest.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl Write for Feed {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// An unmasked server text frame.
+    fn server_frame(text: &str) -> Vec<u8> {
+        let mut f = vec![0x81];
+        match u16::try_from(text.len()) {
+            Ok(n) if n < 126 => f.push(n as u8),
+            Ok(n) => {
+                f.push(126);
+                f.extend_from_slice(&n.to_be_bytes());
+            }
+            Err(_) => unreachable!("test frames are small"),
+        }
+        f.extend_from_slice(text.as_bytes());
+        f
+    }
+
+    /// Every received frame is kept (as the app keeps messages for two frames), so no read
+    /// buffer can be reused in place: the reads must still take several frames each, not one
+    /// frame per read (which is what a buffer without a first allocation size gives).
+    #[test]
+    fn kept_frames_do_not_shrink_the_reads() {
+        const FRAMES: usize = 2000;
+        let texts: Vec<String> = (0..FRAMES)
+            .map(|i| {
+                let pad = "x".repeat(60 + i % 80);
+                format!(r#"["1","{i}","echo:burst","tick",{{"n":{i},"pad":"{pad}"}}]"#)
+            })
+            .collect();
+        let wire: Vec<u8> = texts.iter().flat_map(|t| server_frame(t)).collect();
+        // No tail, a tail inside the first header, and a tail of more than one frame.
+        for tail_len in [0, 1, 300] {
+            let feed = Feed {
+                data: wire[tail_len..].to_vec(),
+                at: 0,
+                reads: 0,
+            };
+            let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+            let mut ws = open_websocket(feed, &wire[..tail_len], config);
+            let mut kept = Vec::with_capacity(FRAMES);
+            loop {
+                match ws.read() {
+                    Ok(Message::Text(t)) => kept.push(t),
+                    Err(e) if is_would_block(&e) => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(kept.len(), FRAMES, "tail {tail_len}");
+            for (got, want) in kept.iter().zip(&texts) {
+                assert_eq!(got.as_str(), want.as_str(), "tail {tail_len}");
+            }
+            // Full reads would be wire / READ_BUFFER (about 70); one per frame would be 2,000.
+            let reads = ws.get_ref().reads;
+            assert!(
+                reads <= wire.len() / 1024,
+                "tail {tail_len}: {reads} reads for {} bytes in {FRAMES} frames",
+                wire.len()
+            );
+        }
     }
 }
