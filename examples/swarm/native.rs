@@ -267,6 +267,10 @@ struct Summary {
     heap_before_bytes: usize,
     heap_after_join_bytes: usize,
     heap_per_socket_bytes: f64,
+    /// Live heap after the run and a second of settling (no pushes; the swarm's own frame-time
+    /// records excluded): what the sockets keep, without the join's transients.
+    heap_settled_bytes: usize,
+    heap_settled_per_socket_bytes: f64,
     frame_mean_us: f64,
     frame_p50_us: f64,
     frame_p99_us: f64,
@@ -410,6 +414,12 @@ pub fn main() {
     ));
     all_frames.sort();
     let totals = *app.world().resource::<Totals>();
+    let (frame_mean, frame_p50, frame_p99) = (
+        us(mean(&all_frames)),
+        us(percentile(&all_frames, 0.5)),
+        us(percentile(&all_frames, 0.99)),
+    );
+    drop(all_frames);
 
     // Idle: no more pushes; let the last replies and broadcasts land, then time frames that
     // have nothing to do with every socket connected (the loop spins here on purpose: each
@@ -419,8 +429,9 @@ pub fn main() {
     while settle.elapsed() < Duration::from_secs(1) {
         app.update();
     }
+    app.world_mut().resource_mut::<FrameClock>().work = Vec::new();
+    let heap_settled = HEAP.allocated();
     app.world_mut().remove_resource::<WaitForNetwork>();
-    app.world_mut().resource_mut::<FrameClock>().work.clear();
     let idle = Instant::now();
     while idle.elapsed() < Duration::from_secs(2) {
         app.update();
@@ -455,9 +466,12 @@ pub fn main() {
         heap_after_join_bytes: heap_after_join,
         heap_per_socket_bytes: heap_after_join.saturating_sub(heap_before) as f64
             / o.bots.max(1) as f64,
-        frame_mean_us: us(mean(&all_frames)),
-        frame_p50_us: us(percentile(&all_frames, 0.5)),
-        frame_p99_us: us(percentile(&all_frames, 0.99)),
+        heap_settled_bytes: heap_settled,
+        heap_settled_per_socket_bytes: heap_settled.saturating_sub(heap_before) as f64
+            / o.bots.max(1) as f64,
+        frame_mean_us: frame_mean,
+        frame_p50_us: frame_p50,
+        frame_p99_us: frame_p99,
         idle_frame_mean_us: us(mean(&idle_frames)),
         idle_frame_p50_us: us(percentile(&idle_frames, 0.5)),
         idle_frame_p99_us: us(percentile(&idle_frames, 0.99)),
@@ -527,9 +541,10 @@ pub fn main() {
         rss_end.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
     );
     println!(
-        "heap: {:.1} MiB after joining, {:.1} KiB per socket{}",
+        "heap: {:.1} MiB after joining, {:.1} KiB per socket; settled after the run {:.1} KiB per socket{}",
         heap_after_join as f64 / 1048576.0,
         summary.heap_per_socket_bytes / 1024.0,
+        summary.heap_settled_per_socket_bytes / 1024.0,
         if embedded {
             " (embedded server included)"
         } else {

@@ -302,6 +302,9 @@ impl Default for ChannelStatus {
 }
 
 /// The presence list of a channel, updated on every presence sync.
+///
+/// It shares its metas with the protocol core's list (a [`PresenceMeta`](crate::protocol::PresenceMeta)
+/// is one pointer to data both hold), so a room costs its metas once per socket.
 #[derive(Component, Debug, Clone, Default)]
 pub struct ChannelPresence {
     /// Key (usually a user id) to its metas.

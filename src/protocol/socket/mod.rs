@@ -508,6 +508,10 @@ const NAME_CACHE_MAX: usize = 1024;
 /// Longer names are allocated per message, never cached (the binary format's limit, 255).
 const NAME_MAX_CACHED_LEN: usize = 255;
 
+/// Slots the event queue and the presence scratch keep once drained: a burst (a room's
+/// `presence_state` is an event per key) must not hold its memory for the socket's life.
+const SCRATCH_KEPT: usize = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Conn {
     Idle,
@@ -707,7 +711,11 @@ impl Socket {
     /// The next event for the app.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            self.events.shrink_to(SCRATCH_KEPT);
+        }
+        event
     }
 
     /// When [`Socket::handle_timeout`] must be called next (`None`: nothing scheduled).

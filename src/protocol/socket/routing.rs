@@ -347,6 +347,7 @@ impl Socket {
                     }
                 }
                 out.clear();
+                out.shrink_to(super::SCRATCH_KEPT);
                 self.presence_scratch = out;
             }
         }
