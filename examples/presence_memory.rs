@@ -31,10 +31,12 @@ fn state_json(n: usize) -> String {
 
 fn main() {
     println!(
-        "size_of: PresenceMeta {} B, PresenceEntry {} B, PresenceTracker {} B",
+        "size_of: PresenceMeta {} B, PresenceEntry {} B, PresenceTracker {} B, PresenceEvent {} B, core Event {} B",
         size_of::<PresenceMeta>(),
         size_of::<PresenceEntry>(),
-        size_of::<PresenceTracker>()
+        size_of::<PresenceTracker>(),
+        size_of::<bevy_phoenix_channels::protocol::PresenceEvent>(),
+        size_of::<bevy_phoenix_channels::protocol::Event>(),
     );
     println!(
         "| room | tracker (core) B | per member B | ChannelPresence copy B | per member B | both per member B |"
