@@ -70,4 +70,38 @@ fn main() {
         drop::<BTreeMap<_, _>>(copy);
         drop(tracker);
     }
+    // CPU, for information: a room of 100's presence_state into a fresh tracker, and a diff
+    // (one join, one leave) on a synced room of 100.
+    let json = state_json(100);
+    let mut events = Vec::new();
+    let runs = 2000;
+    let t0 = std::time::Instant::now();
+    for _ in 0..runs {
+        let mut t = PresenceTracker::new();
+        t.set_join_ref("1");
+        t.handle_state(&json, &mut events)
+            .expect("a valid presence_state");
+        events.clear();
+    }
+    let state_us = t0.elapsed().as_secs_f64() * 1e6 / runs as f64;
+    let mut t = PresenceTracker::new();
+    t.set_join_ref("1");
+    t.handle_state(&json, &mut events)
+        .expect("a valid presence_state");
+    let meta = r#"{"new":{"metas":[{"online_at":1795687423,"phx_ref":"GOuQMrIxpaZunew0"}]}}"#;
+    let diffs = [
+        format!(r#"{{"joins":{meta},"leaves":{{}}}}"#),
+        format!(r#"{{"joins":{{}},"leaves":{meta}}}"#),
+    ];
+    let runs = 20000;
+    let t0 = std::time::Instant::now();
+    for i in 0..runs {
+        t.handle_diff(&diffs[i % 2], &mut events)
+            .expect("a valid presence_diff");
+        events.clear();
+    }
+    let diff_us = t0.elapsed().as_secs_f64() * 1e6 / runs as f64;
+    println!(
+        "cpu: presence_state of 100 {state_us:.1} µs, presence_diff of one key {diff_us:.2} µs"
+    );
 }

@@ -16,7 +16,8 @@
 //!
 //! Options: `--bots N` (100), `--rooms N` (one per 10 bots), `--rate HZ` moves per bot per second
 //! (5; 0 = idle), `--seconds S` (10), `--url URL`, `--spin` (no `WaitForNetwork`: an uncapped
-//! loop), `--json` (one JSON summary line at the end, for scripts).
+//! loop), `--json` (one JSON summary line at the end, for scripts), `--no-presence` (channels without
+//! presence tracking: the server's presence events arrive as plain messages).
 //!
 //! Native only: in the browser there is one socket per tab, and no embedded server.
 

@@ -20,6 +20,7 @@ struct Options {
     url: Option<String>,
     spin: bool,
     json: bool,
+    presence: bool,
 }
 
 fn options() -> Options {
@@ -31,6 +32,7 @@ fn options() -> Options {
         url: std::env::var("PHOENIX_URL").ok().filter(|u| !u.is_empty()),
         spin: false,
         json: false,
+        presence: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -46,6 +48,7 @@ fn options() -> Options {
             "--url" => o.url = Some(value("--url")),
             "--spin" => o.spin = true,
             "--json" => o.json = true,
+            "--no-presence" => o.presence = false,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown option {other}")),
         }
@@ -66,7 +69,7 @@ fn usage(error: &str) -> ! {
         eprintln!("swarm: {error}");
     }
     eprintln!(
-        "usage: swarm [--bots N] [--rooms N] [--rate HZ] [--seconds S] [--url URL] [--spin] [--json]"
+        "usage: swarm [--bots N] [--rooms N] [--rate HZ] [--seconds S] [--url URL] [--spin] [--json] [--no-presence]"
     );
     std::process::exit(2);
 }
@@ -325,10 +328,14 @@ pub fn main() {
         });
         let socket = app.world_mut().spawn(PhoenixSocket::new(config)).id();
         let topic = format!("room:swarm-{}", i % o.rooms);
-        let channel = PhoenixChannel::new(topic)
+        let mut channel = PhoenixChannel::new(topic)
             .with_payload(&serde_json::json!({ "user_id": format!("bot-{i}") }))
             .expect("a JSON object always encodes")
             .on_socket(socket);
+        if !o.presence {
+            // The server still tracks and sends presence; it arrives as plain messages.
+            channel = channel.without_presence();
+        }
         app.world_mut().spawn((
             channel,
             Bot {

@@ -124,8 +124,8 @@ impl PresenceMeta {
     /// [`phx_ref`](Self::phx_ref)).
     pub fn get(&self, key: &str) -> Option<Value> {
         let text = self.0.fields.as_deref()?;
-        let raw: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_str(text).ok()?;
-        serde_json::from_str(raw.get(key)?.get()).ok()
+        let mut members: Members<'_> = serde_json::from_str(text).ok()?;
+        serde_json::from_str(members.remove(key)?.get()).ok()
     }
 
     /// Decodes the app fields into the app's own type, e.g. a `#[derive(Deserialize)]` struct
@@ -149,7 +149,7 @@ impl PresenceMeta {
             key: key.to_owned(),
             reason: format!("metas[{index}]: {reason}"),
         };
-        let Some(mut fields) = raw_object(v)? else {
+        let Some(mut fields) = raw_members(v)? else {
             return Err(bad(format!("is {}, not an object", raw_kind(v))));
         };
         let phx_ref = match fields.remove("phx_ref") {
@@ -173,17 +173,18 @@ impl PresenceMeta {
 
 /// The text kept for a meta's fields read from the wire: the server's text of each value
 /// (so numbers decode exactly as they would from the payload), keys in order; `None` for none.
-fn raw_fields_text(fields: &RawObject<'_>) -> Option<Box<str>> {
-    if fields.is_empty() {
+fn raw_fields_text(fields: &Members<'_>) -> Option<Box<str>> {
+    if fields.0.is_empty() {
         return None;
     }
     let len: usize = fields
+        .0
         .iter()
         .map(|(k, v)| k.len() + v.get().len() + 4)
         .sum();
     let mut text = String::with_capacity(len + 2);
     text.push('{');
-    for (i, (k, v)) in fields.iter().enumerate() {
+    for (i, (k, v)) in fields.0.iter().enumerate() {
         if i > 0 {
             text.push(',');
         }
@@ -260,7 +261,7 @@ impl PresenceEntry {
             key: key.to_owned(),
             reason,
         };
-        let Some(mut fields) = raw_object(v)? else {
+        let Some(mut fields) = raw_members(v)? else {
             return Err(bad(format!("entry is {}, not an object", raw_kind(v))));
         };
         let metas = match fields.remove("metas") {
@@ -279,8 +280,9 @@ impl PresenceEntry {
             None => return Err(bad("no metas".to_owned())),
         };
         let extra = fields
+            .0
             .into_iter()
-            .map(|(k, raw)| Ok((k, serde_json::from_str(raw.get())?)))
+            .map(|(k, raw)| Ok((k.into_owned(), serde_json::from_str(raw.get())?)))
             .collect::<Result<Map<String, Value>, serde_json::Error>>()
             .map_err(invalid_json)?;
         Ok(Self { metas, extra })
@@ -404,6 +406,90 @@ fn raw_object(raw: &RawValue) -> Result<Option<RawObject<'_>>, PresenceError> {
         .map_err(invalid_json)
 }
 
+/// A small object's members (a diff's, an entry's, a meta's), each value still as its text, sorted by
+/// key with a repeated key's last value kept (as in a `serde_json::Map`). Keys without escapes
+/// are borrowed from the payload.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    /// Takes out the member `key`.
+    fn remove(&mut self, key: &str) -> Option<&'a RawValue> {
+        let i = self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok()?;
+        Some(self.0.remove(i).1)
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MembersVisitor(std::marker::PhantomData))
+    }
+}
+
+struct MembersVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for MembersVisitor<'a> {
+    type Value = Members<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
+        let mut members = Vec::new();
+        while let Some(Key(k)) = map.next_key()? {
+            members.push((k, map.next_value::<&'a RawValue>()?));
+        }
+        // Stable: equal keys stay in document order, and the later value moves into the slot
+        // that dedup keeps.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        members.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+        Ok(Members(members))
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor(std::marker::PhantomData))
+    }
+}
+
+struct KeyVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for KeyVisitor<'a> {
+    type Value = Key<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'a>, E> {
+        Ok(Key(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Key<'a>, E> {
+        Ok(Key(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Key<'a>, E> {
+        Ok(Key(Cow::Owned(s)))
+    }
+}
+
+fn raw_members(raw: &RawValue) -> Result<Option<Members<'_>>, PresenceError> {
+    if raw_kind(raw) != OBJECT {
+        return Ok(None);
+    }
+    serde_json::from_str(raw.get())
+        .map(Some)
+        .map_err(invalid_json)
+}
+
 fn raw_string(raw: &RawValue) -> Result<Box<str>, PresenceError> {
     serde_json::from_str::<String>(raw.get())
         .map(String::into_boxed_str)
@@ -493,7 +579,7 @@ pub fn parse_state(json: &str) -> Result<PresenceState, PresenceError> {
 /// A missing or `null` `joins` / `leaves` counts as empty.
 pub fn parse_diff(json: &str) -> Result<PresenceDiff, PresenceError> {
     let raw = parse_json(json)?;
-    let Some(mut m) = raw_object(raw)? else {
+    let Some(mut m) = raw_members(raw)? else {
         return Err(PresenceError::NotAnObject(format!(
             "presence_diff is {}",
             raw_kind(raw)
