@@ -25,9 +25,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// Most frames discarded per `poll` while closing, so a chatty peer cannot stall a frame.
 const CLOSING_READS_PER_POLL: usize = 1024;
 /// Most bytes one socket read takes (tungstenite's read buffer). Every connection keeps a buffer
-/// of this size for its whole life (a longer frame grows it while it is read), so it is most of
-/// an idle socket's memory: 1 KiB holds the usual burst of small frames in one read, and a
-/// larger frame is read in 1 KiB pieces into a buffer grown to its length.
+/// of this size for its whole life (a longer frame grows it while it is read), so it counts
+/// once per socket: 1 KiB holds the usual burst of small frames in one read, and a larger frame
+/// is read in 1 KiB pieces into a buffer grown to its length.
 const READ_BUFFER: usize = 1024;
 /// Bound on data buffered by `send` that the socket did not take yet; past it `send` refuses.
 const MAX_WRITE_BUFFER: usize = 64 << 20;

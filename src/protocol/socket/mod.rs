@@ -508,7 +508,7 @@ const NAME_CACHE_MAX: usize = 1024;
 /// Longer names are allocated per message, never cached (the binary format's limit, 255).
 const NAME_MAX_CACHED_LEN: usize = 255;
 
-/// Slots the event queue keeps once drained (about 100 bytes each): a burst (a room's
+/// Slots the event queue keeps once drained (128 bytes each): a burst (a room's
 /// `presence_state` is an event per key) must not hold its memory for the socket's life.
 const EVENTS_KEPT: usize = 4;
 
