@@ -86,6 +86,29 @@ fn presence_keeps_a_room_compactly_and_a_burst_leaves_nothing_behind() {
     drop(copy);
     drop(tracker);
 
+    // The same room built by diffs (everyone joining after us) takes what the state takes, give
+    // or take the map's nodes: a new key's list of metas is as long as its metas, not grown to 4.
+    let (_, diffed) = least(|| {
+        let base = live();
+        let mut t = PresenceTracker::new();
+        t.set_join_ref("1");
+        let mut events = Vec::new();
+        t.handle_state("{}", &mut events).unwrap();
+        for i in 0..10 {
+            let diff = format!(
+                r#"{{"joins":{{"bot-{i}":{{"metas":[{{"online_at":{},"phx_ref":"GOuQMrIxpaZu{i:04}"}}]}}}}}}"#,
+                1_795_687_423u64 + i as u64
+            );
+            t.handle_diff(&diff, &mut events).unwrap();
+        }
+        drop(events);
+        (t, live() - base)
+    });
+    assert!(
+        diffed <= core + 64,
+        "a room of 10 by diffs takes {diffed} bytes, by a state {core}"
+    );
+
     // A socket that got a room of 200's presence_state (an event per key) keeps, once its
     // events are drained, about what the list itself takes: the event queue and the presence
     // scratch give their burst-sized buffers back (without that they kept 32 KB more, for the

@@ -697,6 +697,10 @@ pub fn sync_diff(state: &mut PresenceState, diff: PresenceDiff, changes: &mut Ve
         let current = state.get(&key).cloned();
         let entry = state.entry(key.clone()).or_default();
         entry.extra = joined.extra;
+        if entry.metas.is_empty() {
+            // A new key: its list is as long as its metas (kept for the key's life).
+            entry.metas.reserve_exact(joined.metas.len());
+        }
         let mut new_metas = Vec::new();
         for meta in joined.metas {
             match entry
