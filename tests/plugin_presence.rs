@@ -122,7 +122,7 @@ fn same_user_twice_is_one_key_with_two_metas() {
         let mut r: Vec<String> = p.state["carol"]
             .metas
             .iter()
-            .map(|m| m.phx_ref.clone())
+            .map(|m| m.phx_ref().to_owned())
             .collect();
         r.sort();
         r

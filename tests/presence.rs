@@ -22,9 +22,7 @@ fn diff(joins: Value, leaves: Value) -> PresenceDiff {
 
 /// phoenix.js test fixture meta: `{id, phx_ref}`.
 fn m(id: i64, phx_ref: &str) -> PresenceMeta {
-    let mut meta = PresenceMeta::new(phx_ref);
-    meta.fields.insert("id".into(), json!(id));
-    meta
+    PresenceMeta::new(phx_ref).with_field("id", id)
 }
 
 fn entry(metas: Vec<PresenceMeta>) -> PresenceEntry {
@@ -32,7 +30,7 @@ fn entry(metas: Vec<PresenceMeta>) -> PresenceEntry {
 }
 
 fn refs(metas: &[PresenceMeta]) -> Vec<&str> {
-    metas.iter().map(|m| m.phx_ref.as_str()).collect()
+    metas.iter().map(PresenceMeta::phx_ref).collect()
 }
 
 fn key_refs<'a>(s: &'a PresenceState, key: &str) -> Vec<&'a str> {
@@ -80,10 +78,11 @@ fn parse_state_reads_metas_fields_and_extra() {
     .unwrap();
     let e = &s["alice"];
     assert_eq!(e.metas.len(), 1);
-    assert_eq!(e.metas[0].phx_ref, "GOuQMrIxpaZuuggR");
-    assert_eq!(e.metas[0].phx_ref_prev, None);
-    assert_eq!(e.metas[0].get("online_at"), Some(&json!(1795687423)));
-    assert_eq!(e.metas[0].fields.len(), 1);
+    assert_eq!(e.metas[0].phx_ref(), "GOuQMrIxpaZuuggR");
+    assert_eq!(e.metas[0].phx_ref_prev(), None);
+    assert_eq!(e.metas[0].get("online_at"), Some(json!(1795687423)));
+    assert_eq!(e.metas[0].fields().len(), 1);
+    assert_eq!(e.metas[0].fields_json(), r#"{"online_at":1795687423}"#);
     assert_eq!(e.extra.get("user"), Some(&json!({"name": "Alice"})));
 }
 
@@ -99,7 +98,7 @@ fn parse_meta_with_phx_ref_prev_and_decode() {
     )
     .unwrap();
     let meta = &s["u"].metas[0];
-    assert_eq!(meta.phx_ref_prev.as_deref(), Some("old"));
+    assert_eq!(meta.phx_ref_prev(), Some("old"));
     assert_eq!(
         meta.decode::<Meta>().unwrap(),
         Meta {
@@ -110,8 +109,10 @@ fn parse_meta_with_phx_ref_prev_and_decode() {
     assert!(meta.decode::<Vec<u8>>().is_err());
     // phx_ref_prev: null is the same as absent
     let s = parse_state(r#"{"u":{"metas":[{"phx_ref":"a","phx_ref_prev":null}]}}"#).unwrap();
-    assert_eq!(s["u"].metas[0].phx_ref_prev, None);
-    assert!(s["u"].metas[0].fields.is_empty());
+    assert_eq!(s["u"].metas[0].phx_ref_prev(), None);
+    assert!(s["u"].metas[0].fields().is_empty());
+    assert!(s["u"].metas[0].has_no_fields());
+    assert_eq!(s["u"].metas[0].fields_json(), "{}");
 }
 
 #[test]
@@ -793,10 +794,9 @@ fn transcript_10_diff_before_state_does_not_duplicate() {
     assert_eq!(key_refs(t.state(), "alice"), ["GOuQMrIxpaZuuggR"]);
     assert_eq!(
         t.state()["alice"].metas[0].get("online_at"),
-        Some(&json!(1795687423))
+        Some(json!(1795687423))
     );
-    let mut alice = PresenceMeta::new("GOuQMrIxpaZuuggR");
-    alice.fields.insert("online_at".into(), json!(1795687423));
+    let alice = PresenceMeta::new("GOuQMrIxpaZuuggR").with_field("online_at", 1795687423);
     assert_eq!(
         ev,
         [
@@ -939,14 +939,8 @@ fn transcript_14_duplicate_join() {
     t.handle_state(&payload(second[2]), &mut ev).unwrap();
     assert_eq!(key_refs(t.state(), "dup"), [new]);
 
-    let mut old_meta = PresenceMeta::new(old);
-    old_meta
-        .fields
-        .insert("online_at".into(), json!(1795687431));
-    let mut new_meta = PresenceMeta::new(new);
-    new_meta
-        .fields
-        .insert("online_at".into(), json!(1795687431));
+    let old_meta = PresenceMeta::new(old).with_field("online_at", 1795687431);
+    let new_meta = PresenceMeta::new(new).with_field("online_at", 1795687431);
     assert_eq!(
         ev,
         [
@@ -1083,7 +1077,10 @@ fn apply_changes(set: &mut std::collections::BTreeSet<(String, String)>, ch: &[P
         match c {
             PresenceChange::Join { key, new_metas, .. } => {
                 for m in new_metas {
-                    assert!(set.insert((key.clone(), m.phx_ref.clone())), "double join");
+                    assert!(
+                        set.insert((key.clone(), m.phx_ref().to_owned())),
+                        "double join"
+                    );
                 }
             }
             PresenceChange::Leave {
@@ -1091,7 +1088,7 @@ fn apply_changes(set: &mut std::collections::BTreeSet<(String, String)>, ch: &[P
             } => {
                 for m in left_metas {
                     assert!(
-                        set.remove(&(key.clone(), m.phx_ref.clone())),
+                        set.remove(&(key.clone(), m.phx_ref().to_owned())),
                         "leave of absent"
                     );
                 }
@@ -1102,7 +1099,11 @@ fn apply_changes(set: &mut std::collections::BTreeSet<(String, String)>, ch: &[P
 
 fn pairs(s: &PresenceState) -> std::collections::BTreeSet<(String, String)> {
     s.iter()
-        .flat_map(|(k, e)| e.metas.iter().map(move |m| (k.clone(), m.phx_ref.clone())))
+        .flat_map(|(k, e)| {
+            e.metas
+                .iter()
+                .map(move |m| (k.clone(), m.phx_ref().to_owned()))
+        })
         .collect()
 }
 
@@ -1261,4 +1262,50 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn meta_fields_keep_the_servers_values_exactly() {
+    // Numbers decode exactly as from the payload (a float that serde_json would not write back
+    // digit for digit, an integer past u64), nested values and escaped keys included.
+    let payload = r#"{"u":{"metas":[{"phx_ref":"r","big":188888888151967660544,"f":0.30000000000000004,"nested":{"a":[1,"x"]},"k\"\\\n":true}]}}"#;
+    let s = parse_state(payload).unwrap();
+    let meta = &s["u"].metas[0];
+    let whole: Value = serde_json::from_str(payload).unwrap();
+    let mut expected = whole["u"]["metas"][0].as_object().unwrap().clone();
+    expected.remove("phx_ref");
+    assert_eq!(meta.fields(), expected);
+    assert_eq!(meta.get("big"), Some(expected["big"].clone()));
+    assert_eq!(meta.get("f"), Some(json!(0.30000000000000004)));
+    assert_eq!(meta.get("k\"\\\n"), Some(json!(true)));
+    assert_eq!(meta.get("nested"), Some(json!({"a": [1, "x"]})));
+    assert_eq!(meta.get("phx_ref"), None);
+    assert_eq!(meta.get("missing"), None);
+    assert_eq!(meta.to_json(), whole["u"]["metas"][0]);
+}
+
+#[test]
+fn metas_compare_by_value_whatever_the_key_order() {
+    let a = parse_state(r#"{"u":{"metas":[{"phx_ref":"r","b":1,"a":"x"}]}}"#).unwrap();
+    let b = parse_state(r#"{"u":{"metas":[{"a":"x","phx_ref":"r","b":1}]}}"#).unwrap();
+    assert_eq!(a, b);
+    let built = PresenceMeta::new("r")
+        .with_field("b", 1)
+        .with_field("a", "x");
+    assert_eq!(a["u"].metas[0], built);
+    assert_eq!(built.fields_json(), r#"{"a":"x","b":1}"#);
+    // A repeated key: the last wins, as in a JSON object read by serde_json.
+    let c = parse_state(r#"{"u":{"metas":[{"phx_ref":"r","a":"y","b":1,"a":"x"}]}}"#).unwrap();
+    assert_eq!(a, c);
+    assert_ne!(a["u"].metas[0], built.clone().with_field("b", 2));
+    // phx_ref and phx_ref_prev are not app fields.
+    let same = built.clone().with_field("phx_ref", "other");
+    assert_eq!(same, built);
+    assert_eq!(same.phx_ref(), "r");
+    let moved = built.with_phx_ref_prev("q");
+    assert_eq!(moved.phx_ref_prev(), Some("q"));
+    assert_eq!(
+        moved.to_json(),
+        json!({"phx_ref": "r", "phx_ref_prev": "q", "a": "x", "b": 1})
+    );
 }

@@ -775,11 +775,11 @@ fn replay_14_duplicate_join() {
             .to_owned();
         assert!(
             matches!(pe[0], PresenceEvent::Change(PresenceChange::Join { key, current: None, new_metas })
-            if key == "dup" && new_metas.len() == 1 && new_metas[0].phx_ref == new_ref)
+            if key == "dup" && new_metas.len() == 1 && new_metas[0].phx_ref() == new_ref)
         );
         let metas = &h.s.presence(room2).unwrap()["dup"].metas;
         assert_eq!(metas.len(), 1);
-        assert_eq!(metas[0].phx_ref, new_ref);
+        assert_eq!(metas[0].phx_ref(), new_ref);
         assert!(r.done());
 
         // The replaced channels got no leave reply in this capture, and need none: each

@@ -478,7 +478,7 @@ fn client_presence(p: &ChannelPresence) -> BTreeMap<String, BTreeSet<String>> {
         .map(|(k, e)| {
             (
                 k.clone(),
-                e.metas.iter().map(|m| m.phx_ref.clone()).collect(),
+                e.metas.iter().map(|m| m.phx_ref().to_owned()).collect(),
             )
         })
         .collect()

@@ -20,7 +20,9 @@ struct Options {
     url: Option<String>,
     spin: bool,
     tick: Option<Duration>,
+    read_buffer: usize,
     json: bool,
+    presence: bool,
 }
 
 fn options() -> Options {
@@ -32,7 +34,10 @@ fn options() -> Options {
         url: std::env::var("PHOENIX_URL").ok().filter(|u| !u.is_empty()),
         spin: false,
         tick: None,
+        // Many sockets in one process: small read buffers (the library's default is 16 KiB).
+        read_buffer: 1024,
         json: false,
+        presence: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -51,7 +56,9 @@ fn options() -> Options {
                 let ms: f64 = parse(&value("--tick-ms"));
                 o.tick = (ms > 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
             }
+            "--read-buffer" => o.read_buffer = parse(&value("--read-buffer")),
             "--json" => o.json = true,
+            "--no-presence" => o.presence = false,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown option {other}")),
         }
@@ -72,7 +79,7 @@ fn usage(error: &str) -> ! {
         eprintln!("swarm: {error}");
     }
     eprintln!(
-        "usage: swarm [--bots N] [--rooms N] [--rate HZ] [--seconds S] [--url URL] [--spin] [--tick-ms MS] [--json]"
+        "usage: swarm [--bots N] [--rooms N] [--rate HZ] [--seconds S] [--url URL] [--spin] [--tick-ms MS] [--read-buffer BYTES] [--json] [--no-presence]"
     );
     std::process::exit(2);
 }
@@ -262,6 +269,8 @@ struct Summary {
     wait_for_network: bool,
     /// `--tick-ms`: frames at a fixed rate instead of waiting for the network.
     tick_ms: Option<f64>,
+    /// `--read-buffer`: each socket's read buffer, bytes.
+    read_buffer: usize,
     embedded_server: bool,
     joined: usize,
     connect_seconds: f64,
@@ -275,6 +284,10 @@ struct Summary {
     heap_before_bytes: usize,
     heap_after_join_bytes: usize,
     heap_per_socket_bytes: f64,
+    /// Live heap after the run and a second of settling (no pushes; the swarm's own frame-time
+    /// records excluded): what the sockets keep, without the join's transients.
+    heap_settled_bytes: usize,
+    heap_settled_per_socket_bytes: f64,
     frame_mean_us: f64,
     frame_p50_us: f64,
     frame_p99_us: f64,
@@ -323,16 +336,22 @@ pub fn main() {
         .add_systems(Update, (drive, count))
         .add_systems(Last, frame_end.before(PhoenixSystems::Wait));
     for i in 0..o.bots {
-        let config = PhoenixSocketConfig::new(url.clone()).with(|s| {
-            // Room moves are answered at once; a slow server shows up as timeouts.
-            s.with_push_timeout(Duration::from_secs(10))
-        });
+        let config = PhoenixSocketConfig::new(url.clone())
+            .with(|s| {
+                // Room moves are answered at once; a slow server shows up as timeouts.
+                s.with_push_timeout(Duration::from_secs(10))
+            })
+            .with_read_buffer(o.read_buffer);
         let socket = app.world_mut().spawn(PhoenixSocket::new(config)).id();
         let topic = format!("room:swarm-{}", i % o.rooms);
-        let channel = PhoenixChannel::new(topic)
+        let mut channel = PhoenixChannel::new(topic)
             .with_payload(&serde_json::json!({ "user_id": format!("bot-{i}") }))
             .expect("a JSON object always encodes")
             .on_socket(socket);
+        if !o.presence {
+            // The server still tracks and sends presence; it arrives as plain messages.
+            channel = channel.without_presence();
+        }
         app.world_mut().spawn((
             channel,
             Bot {
@@ -434,6 +453,12 @@ pub fn main() {
     ));
     all_frames.sort();
     let totals = *app.world().resource::<Totals>();
+    let (frame_mean, frame_p50, frame_p99) = (
+        us(mean(&all_frames)),
+        us(percentile(&all_frames, 0.5)),
+        us(percentile(&all_frames, 0.99)),
+    );
+    drop(all_frames);
 
     // Idle: no more pushes; let the last replies and broadcasts land, then time frames that
     // have nothing to do with every socket connected (the loop spins here on purpose: each
@@ -445,8 +470,9 @@ pub fn main() {
         app.update();
         pace(f0);
     }
+    app.world_mut().resource_mut::<FrameClock>().work = Vec::new();
+    let heap_settled = HEAP.allocated();
     app.world_mut().remove_resource::<WaitForNetwork>();
-    app.world_mut().resource_mut::<FrameClock>().work.clear();
     let idle = Instant::now();
     while idle.elapsed() < Duration::from_secs(2) {
         app.update();
@@ -463,6 +489,7 @@ pub fn main() {
         seconds: o.seconds,
         wait_for_network: !o.spin && o.tick.is_none(),
         tick_ms: o.tick.map(|t| t.as_secs_f64() * 1000.0),
+        read_buffer: o.read_buffer,
         embedded_server: embedded,
         joined: joined(&mut app),
         connect_seconds,
@@ -482,9 +509,12 @@ pub fn main() {
         heap_after_join_bytes: heap_after_join,
         heap_per_socket_bytes: heap_after_join.saturating_sub(heap_before) as f64
             / o.bots.max(1) as f64,
-        frame_mean_us: us(mean(&all_frames)),
-        frame_p50_us: us(percentile(&all_frames, 0.5)),
-        frame_p99_us: us(percentile(&all_frames, 0.99)),
+        heap_settled_bytes: heap_settled,
+        heap_settled_per_socket_bytes: heap_settled.saturating_sub(heap_before) as f64
+            / o.bots.max(1) as f64,
+        frame_mean_us: frame_mean,
+        frame_p50_us: frame_p50,
+        frame_p99_us: frame_p99,
         idle_frame_mean_us: us(mean(&idle_frames)),
         idle_frame_p50_us: us(percentile(&idle_frames, 0.5)),
         idle_frame_p99_us: us(percentile(&idle_frames, 0.99)),
@@ -554,9 +584,10 @@ pub fn main() {
         rss_end.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
     );
     println!(
-        "heap: {:.1} MiB after joining, {:.1} KiB per socket{}",
+        "heap: {:.1} MiB after joining, {:.1} KiB per socket; settled after the run {:.1} KiB per socket{}",
         heap_after_join as f64 / 1048576.0,
         summary.heap_per_socket_bytes / 1024.0,
+        summary.heap_settled_per_socket_bytes / 1024.0,
         if embedded {
             " (embedded server included)"
         } else {

@@ -15,8 +15,8 @@ use crate::protocol::{
     SocketStats,
 };
 use crate::transport::{
-    BuiltinConnector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, Headers, PhoenixConnector,
-    TlsConfig,
+    BuiltinConnector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, DEFAULT_READ_BUFFER,
+    Headers, PhoenixConnector, TlsConfig,
 };
 
 /// Everything needed to run one socket: the protocol settings plus transport limits.
@@ -35,6 +35,12 @@ pub struct PhoenixSocketConfig {
     /// At most this many frames are read per socket per Bevy frame (8192), so a burst from the
     /// server spreads over a few frames instead of stalling one; the rest wait in the socket.
     pub max_frames_per_update: usize,
+    /// Size of the buffers the native built-in transport reads frames into (16 KiB). A
+    /// received message is a view of its buffer, so each open connection holds one, and a
+    /// message kept alive keeps its buffer. For thousands of sockets in one process (a swarm of
+    /// bots), 1 KiB saves about 15 KiB per socket; a burst then takes more reads. See
+    /// [`ConnectRequest::read_buffer`](crate::transport::ConnectRequest::read_buffer).
+    pub read_buffer: usize,
     /// Extra TLS trust roots for `wss://` (native, `tls` feature).
     pub tls: Option<TlsConfig>,
     /// Extra HTTP headers for the WebSocket upgrade (native only: browsers cannot set them).
@@ -73,6 +79,12 @@ impl PhoenixSocketConfig {
     /// Sets how many frames are read per socket per Bevy frame.
     pub fn with_max_frames_per_update(mut self, n: usize) -> Self {
         self.max_frames_per_update = n.max(1);
+        self
+    }
+
+    /// Sets the size of the native transport's read buffers (at least 64 bytes).
+    pub fn with_read_buffer(mut self, bytes: usize) -> Self {
+        self.read_buffer = bytes.max(64);
         self
     }
 
@@ -130,6 +142,7 @@ impl From<SocketConfig> for PhoenixSocketConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             auto_connect: true,
             max_frames_per_update: 8192,
+            read_buffer: DEFAULT_READ_BUFFER,
             tls: None,
             headers: Headers::default(),
             transport: Arc::new(BuiltinConnector),
@@ -306,6 +319,9 @@ impl Default for ChannelStatus {
 }
 
 /// The presence list of a channel, updated on every presence sync.
+///
+/// It shares its metas with the protocol core's list (a [`PresenceMeta`](crate::protocol::PresenceMeta)
+/// is one pointer to data both hold), so a room costs its metas once per socket.
 #[derive(Component, Debug, Clone, Default)]
 pub struct ChannelPresence {
     /// Key (usually a user id) to its metas.

@@ -553,7 +553,9 @@ impl Sinks<'_, '_> {
                 let entity = chan(sock, channel);
                 // The component follows the core key by key: each change copies (or removes)
                 // only its key's entry, as the core has it once the queued events are applied,
-                // so a diff costs its own keys, not a copy of the whole room.
+                // so a diff costs its own keys, not a copy of the whole room. The copy shares
+                // the core's metas (each is an `Arc`): only the key and the list of metas
+                // are the component's own.
                 if let PresenceEvent::Change(change) = &event
                     && let Ok((_, Some(mut p))) = self.channels.get_mut(entity)
                     && let Some(state) = sock.core.presence(channel)
@@ -780,6 +782,7 @@ fn apply_outputs(
                         headers: cfg.headers.clone(),
                         // A hidden tab stops the frames, and so the core's heartbeats.
                         keepalive: Some(cfg.socket.heartbeat_interval),
+                        read_buffer: cfg.read_buffer,
                     },
                     &transports.waker,
                 );

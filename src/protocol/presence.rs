@@ -21,77 +21,206 @@
 //! - A state never holds a key with an empty `metas` list, nor two metas with the same `phx_ref`.
 //! - At most [`MAX_PENDING_DIFFS`] diffs are queued while waiting for the state.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
+use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// One presence entry's meta: `phx_ref` plus the app's fields (kept as JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PresenceMeta {
-    /// The server's unique reference of this meta (changes on every `Presence.update`).
-    pub phx_ref: String,
-    /// The `phx_ref` this meta replaced, when the server sent one (after `Presence.update`).
-    pub phx_ref_prev: Option<String>,
-    /// Every key of the meta object except `phx_ref` and `phx_ref_prev`.
-    pub fields: Map<String, Value>,
+/// One presence entry's meta: its `phx_ref` (and `phx_ref_prev`) plus the app's fields.
+///
+/// Compact and cheap to clone: the app's fields are kept as one JSON object text (keys in
+/// order, no spaces, as `serde_json` writes them) and decoded when asked for
+/// ([`get`](Self::get), [`decode`](Self::decode), [`fields`](Self::fields)); the whole meta is
+/// shared behind an [`Arc`], so the copies in change events and in the plugin's
+/// `ChannelPresence` are one pointer each.
+///
+/// Two metas are equal when their `phx_ref`, `phx_ref_prev` and fields are (fields compared as
+/// that text, which for JSON read by this crate is the same as comparing the values).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct PresenceMeta(Arc<MetaData>);
+
+#[derive(Clone, PartialEq, Eq, Default)]
+struct MetaData {
+    phx_ref: Box<str>,
+    phx_ref_prev: Option<Box<str>>,
+    /// The app's fields as a JSON object text; `None` for none (`{}`).
+    fields: Option<Box<str>>,
+}
+
+impl fmt::Debug for PresenceMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PresenceMeta")
+            .field("phx_ref", &self.phx_ref())
+            .field("phx_ref_prev", &self.phx_ref_prev())
+            .field("fields", &self.fields_json())
+            .finish()
+    }
 }
 
 impl PresenceMeta {
     /// A meta with the given `phx_ref` and no fields.
     pub fn new(phx_ref: impl Into<String>) -> Self {
-        Self {
-            phx_ref: phx_ref.into(),
+        Self(Arc::new(MetaData {
+            phx_ref: phx_ref.into().into_boxed_str(),
             phx_ref_prev: None,
-            fields: Map::new(),
+            fields: None,
+        }))
+    }
+
+    /// This meta with `phx_ref_prev` set (as the server sends it after `Presence.update`).
+    pub fn with_phx_ref_prev(mut self, phx_ref_prev: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.0).phx_ref_prev = Some(phx_ref_prev.into().into_boxed_str());
+        self
+    }
+
+    /// This meta with one app field set (replacing a field of the same name). The keys
+    /// `phx_ref` and `phx_ref_prev` are not app fields: they are ignored here (use
+    /// [`new`](Self::new) and [`with_phx_ref_prev`](Self::with_phx_ref_prev)).
+    pub fn with_field(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        let key = key.into();
+        if key == "phx_ref" || key == "phx_ref_prev" {
+            return self;
         }
+        let mut fields = self.fields();
+        fields.insert(key, value.into());
+        Arc::make_mut(&mut self.0).fields = fields_text(&fields);
+        self
     }
 
-    /// One app field of the meta (never `phx_ref` / `phx_ref_prev`, which are struct fields).
-    pub fn get(&self, k: &str) -> Option<&Value> {
-        self.fields.get(k)
+    /// The server's unique reference of this meta (changes on every `Presence.update`).
+    pub fn phx_ref(&self) -> &str {
+        &self.0.phx_ref
     }
 
-    /// Decodes the app fields (the [`fields`](Self::fields) map) into the app's own type.
+    /// The `phx_ref` this meta replaced, when the server sent one (after `Presence.update`).
+    pub fn phx_ref_prev(&self) -> Option<&str> {
+        self.0.phx_ref_prev.as_deref()
+    }
+
+    /// The app's fields (every key of the meta object except `phx_ref` and `phx_ref_prev`) as
+    /// one JSON object text, e.g. `{"online_at":1795687423,"user_id":"ada"}`; `{}` for none.
+    pub fn fields_json(&self) -> &str {
+        self.0.fields.as_deref().unwrap_or("{}")
+    }
+
+    /// Whether the meta has no app fields.
+    pub fn has_no_fields(&self) -> bool {
+        self.0.fields.is_none()
+    }
+
+    /// The app's fields, decoded into a new map (every key except `phx_ref` and
+    /// `phx_ref_prev`). To read one field use [`get`](Self::get); to read them into your own
+    /// type, [`decode`](Self::decode).
+    pub fn fields(&self) -> Map<String, Value> {
+        self.decode().unwrap_or_default()
+    }
+
+    /// One app field of the meta, decoded (never `phx_ref` / `phx_ref_prev`: see
+    /// [`phx_ref`](Self::phx_ref)).
+    pub fn get(&self, key: &str) -> Option<Value> {
+        let text = self.0.fields.as_deref()?;
+        let mut members: Members<'_> = serde_json::from_str(text).ok()?;
+        serde_json::from_str(members.remove(key)?.get()).ok()
+    }
+
+    /// Decodes the app fields into the app's own type, e.g. a `#[derive(Deserialize)]` struct
+    /// with the fields it wants (unknown fields are skipped unless the type denies them).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        T::deserialize(&self.fields)
+        serde_json::from_str(self.fields_json())
     }
 
     /// The meta as a JSON object again, `phx_ref` (and `phx_ref_prev`) included.
     pub fn to_json(&self) -> Value {
-        let mut m = self.fields.clone();
-        m.insert("phx_ref".to_owned(), Value::String(self.phx_ref.clone()));
-        if let Some(prev) = &self.phx_ref_prev {
-            m.insert("phx_ref_prev".to_owned(), Value::String(prev.clone()));
+        let mut m = self.fields();
+        m.insert("phx_ref".to_owned(), Value::from(self.phx_ref()));
+        if let Some(prev) = self.phx_ref_prev() {
+            m.insert("phx_ref_prev".to_owned(), Value::from(prev));
         }
         Value::Object(m)
     }
 
-    fn from_value(key: &str, index: usize, v: Value) -> Result<Self, PresenceError> {
+    fn from_raw(key: &str, index: usize, v: &RawValue) -> Result<Self, PresenceError> {
         let bad = |reason: String| PresenceError::BadEntry {
             key: key.to_owned(),
             reason: format!("metas[{index}]: {reason}"),
         };
-        let Value::Object(mut fields) = v else {
-            return Err(bad(format!("is {}, not an object", kind(&v))));
+        let Some(mut fields) = raw_members(v)? else {
+            return Err(bad(format!("is {}, not an object", raw_kind(v))));
         };
         let phx_ref = match fields.remove("phx_ref") {
-            Some(Value::String(s)) => s,
-            Some(other) => return Err(bad(format!("phx_ref is {}", kind(&other)))),
+            Some(raw) if raw_kind(raw) == STRING => raw_string(raw)?,
+            Some(other) => return Err(bad(format!("phx_ref is {}", raw_kind(other)))),
             None => return Err(bad("no phx_ref".to_owned())),
         };
         let phx_ref_prev = match fields.remove("phx_ref_prev") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(other) => return Err(bad(format!("phx_ref_prev is {}", kind(&other)))),
+            None => None,
+            Some(raw) if raw_kind(raw) == NULL => None,
+            Some(raw) if raw_kind(raw) == STRING => Some(raw_string(raw)?),
+            Some(other) => return Err(bad(format!("phx_ref_prev is {}", raw_kind(other)))),
         };
-        Ok(Self {
+        Ok(Self(Arc::new(MetaData {
             phx_ref,
             phx_ref_prev,
-            fields,
-        })
+            fields: raw_fields_text(&fields),
+        })))
     }
+}
+
+/// The text kept for a meta's fields read from the wire: the server's text of each value
+/// (so numbers decode exactly as they would from the payload), keys in order; `None` for none.
+fn raw_fields_text(fields: &Members<'_>) -> Option<Box<str>> {
+    if fields.0.is_empty() {
+        return None;
+    }
+    let len: usize = fields
+        .0
+        .iter()
+        .map(|(k, v)| k.len() + v.get().len() + 4)
+        .sum();
+    let mut text = String::with_capacity(len + 2);
+    text.push('{');
+    for (i, (k, v)) in fields.0.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        push_json_string(&mut text, k);
+        text.push(':');
+        text.push_str(v.get());
+    }
+    text.push('}');
+    Some(text.into_boxed_str())
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The text kept for a meta's fields: `None` for an empty map.
+fn fields_text(fields: &Map<String, Value>) -> Option<Box<str>> {
+    if fields.is_empty() {
+        return None;
+    }
+    // A map of JSON values always serializes.
+    serde_json::to_string(fields)
+        .ok()
+        .map(String::into_boxed_str)
 }
 
 /// All presences of one key (one user, say): one meta per connection / `Presence.track`.
@@ -114,7 +243,7 @@ impl PresenceEntry {
 
     /// Whether a meta with this `phx_ref` is present.
     pub fn contains_ref(&self, phx_ref: &str) -> bool {
-        self.metas.iter().any(|m| m.phx_ref == phx_ref)
+        self.metas.iter().any(|m| m.phx_ref() == phx_ref)
     }
 
     /// The entry as a JSON object again (`{"metas":[…], …extra}`).
@@ -127,30 +256,45 @@ impl PresenceEntry {
         Value::Object(m)
     }
 
-    fn from_value(key: &str, v: Value) -> Result<Self, PresenceError> {
+    fn from_raw(key: &str, v: &RawValue) -> Result<Self, PresenceError> {
         let bad = |reason: String| PresenceError::BadEntry {
             key: key.to_owned(),
             reason,
         };
-        let Value::Object(mut extra) = v else {
-            return Err(bad(format!("entry is {}, not an object", kind(&v))));
+        let Some(mut fields) = raw_members(v)? else {
+            return Err(bad(format!("entry is {}, not an object", raw_kind(v))));
         };
-        let metas = match extra.remove("metas") {
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, m)| PresenceMeta::from_value(key, i, m))
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(other) => return Err(bad(format!("metas is {}, not an array", kind(&other)))),
+        let metas = match fields.remove("metas") {
+            Some(raw) if raw_kind(raw) == ARRAY => {
+                let items: Vec<&RawValue> =
+                    serde_json::from_str(raw.get()).map_err(invalid_json)?;
+                let mut metas = Vec::with_capacity(items.len());
+                for (i, m) in items.into_iter().enumerate() {
+                    metas.push(PresenceMeta::from_raw(key, i, m)?);
+                }
+                metas
+            }
+            Some(other) => {
+                return Err(bad(format!("metas is {}, not an array", raw_kind(other))));
+            }
             None => return Err(bad("no metas".to_owned())),
         };
+        let extra = fields
+            .0
+            .into_iter()
+            .map(|(k, raw)| Ok((k.into_owned(), serde_json::from_str(raw.get())?)))
+            .collect::<Result<Map<String, Value>, serde_json::Error>>()
+            .map_err(invalid_json)?;
         Ok(Self { metas, extra })
     }
 
     /// Drops metas whose `phx_ref` appeared earlier in the list.
     fn dedup_refs(&mut self) {
+        if self.metas.len() < 2 {
+            return;
+        }
         let mut seen = HashSet::new();
-        self.metas.retain(|m| seen.insert(m.phx_ref.clone()));
+        self.metas.retain(|m| seen.insert(m.phx_ref().to_owned()));
     }
 }
 
@@ -232,32 +376,194 @@ impl fmt::Display for PresenceError {
 
 impl std::error::Error for PresenceError {}
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+const NULL: &str = "null";
+const STRING: &str = "a string";
+const ARRAY: &str = "an array";
+const OBJECT: &str = "an object";
+
+/// What kind of JSON value `raw` is, for error messages.
+fn raw_kind(raw: &RawValue) -> &'static str {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'{') => OBJECT,
+        Some(b'[') => ARRAY,
+        Some(b'"') => STRING,
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => NULL,
+        _ => "a number",
     }
 }
 
-fn parse_json(json: &str) -> Result<Value, PresenceError> {
-    serde_json::from_str(json).map_err(|e| PresenceError::NotAnObject(format!("invalid JSON: {e}")))
+/// An object's members by key (a repeated key: the last wins, as in a `serde_json::Map`),
+/// each value still as its text; `None` when `raw` is not an object.
+type RawObject<'a> = BTreeMap<String, &'a RawValue>;
+
+fn raw_object(raw: &RawValue) -> Result<Option<RawObject<'_>>, PresenceError> {
+    if raw_kind(raw) != OBJECT {
+        return Ok(None);
+    }
+    serde_json::from_str(raw.get())
+        .map(Some)
+        .map_err(invalid_json)
 }
 
-fn state_from_value(what: &str, v: Value) -> Result<PresenceState, PresenceError> {
-    let Value::Object(entries) = v else {
+/// A small object's members (a diff's, an entry's, a meta's), each value still as its text, sorted by
+/// key with a repeated key's last value kept (as in a `serde_json::Map`). Keys without escapes
+/// are borrowed from the payload.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    /// Takes out the member `key`.
+    fn remove(&mut self, key: &str) -> Option<&'a RawValue> {
+        let i = self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok()?;
+        Some(self.0.remove(i).1)
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MembersVisitor(std::marker::PhantomData))
+    }
+}
+
+struct MembersVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for MembersVisitor<'a> {
+    type Value = Members<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
+        let mut members = Vec::new();
+        while let Some(Key(k)) = map.next_key()? {
+            members.push((k, map.next_value::<&'a RawValue>()?));
+        }
+        // Stable: equal keys stay in document order, and the later value moves into the slot
+        // that dedup keeps.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        members.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+        Ok(Members(members))
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor(std::marker::PhantomData))
+    }
+}
+
+struct KeyVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for KeyVisitor<'a> {
+    type Value = Key<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'a>, E> {
+        Ok(Key(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Key<'a>, E> {
+        Ok(Key(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Key<'a>, E> {
+        Ok(Key(Cow::Owned(s)))
+    }
+}
+
+fn raw_members(raw: &RawValue) -> Result<Option<Members<'_>>, PresenceError> {
+    if raw_kind(raw) != OBJECT {
+        return Ok(None);
+    }
+    serde_json::from_str(raw.get())
+        .map(Some)
+        .map_err(invalid_json)
+}
+
+fn raw_string(raw: &RawValue) -> Result<Box<str>, PresenceError> {
+    serde_json::from_str::<String>(raw.get())
+        .map(String::into_boxed_str)
+        .map_err(invalid_json)
+}
+
+fn invalid_json(e: serde_json::Error) -> PresenceError {
+    PresenceError::NotAnObject(format!("invalid JSON: {e}"))
+}
+
+/// Accepts exactly the JSON documents a `serde_json::Value` accepts (syntax, string escapes,
+/// numbers in range, nesting depth) without building anything.
+struct Valid;
+
+impl<'de> serde::Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Valid)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Valid {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+        while map.next_key::<Valid>()?.is_some() {
+            map.next_value::<Valid>()?;
+        }
+        Ok(Valid)
+    }
+}
+
+/// Checks `json` whole (so a bad document is refused as a `Value` parse would refuse it),
+/// then returns it as one raw value to take apart.
+fn parse_json(json: &str) -> Result<&RawValue, PresenceError> {
+    serde_json::from_str::<Valid>(json).map_err(invalid_json)?;
+    serde_json::from_str(json).map_err(invalid_json)
+}
+
+fn state_from_raw(what: &str, raw: &RawValue) -> Result<PresenceState, PresenceError> {
+    let Some(entries) = raw_object(raw)? else {
         return Err(PresenceError::NotAnObject(format!(
             "{what} is {}",
-            kind(&v)
+            raw_kind(raw)
         )));
     };
     entries
         .into_iter()
         .map(|(key, e)| {
-            let entry = PresenceEntry::from_value(&key, e)?;
+            let entry = PresenceEntry::from_raw(&key, e)?;
             Ok((key, entry))
         })
         .collect()
@@ -265,23 +571,24 @@ fn state_from_value(what: &str, v: Value) -> Result<PresenceState, PresenceError
 
 /// Parses a `presence_state` payload: `{key: {"metas": [{"phx_ref": …, …}], …}}`.
 pub fn parse_state(json: &str) -> Result<PresenceState, PresenceError> {
-    state_from_value("presence_state", parse_json(json)?)
+    state_from_raw("presence_state", parse_json(json)?)
 }
 
 /// Parses a `presence_diff` payload: `{"joins": {…}, "leaves": {…}}`.
 ///
 /// A missing or `null` `joins` / `leaves` counts as empty.
 pub fn parse_diff(json: &str) -> Result<PresenceDiff, PresenceError> {
-    let v = parse_json(json)?;
-    let Value::Object(mut m) = v else {
+    let raw = parse_json(json)?;
+    let Some(mut m) = raw_members(raw)? else {
         return Err(PresenceError::NotAnObject(format!(
             "presence_diff is {}",
-            kind(&v)
+            raw_kind(raw)
         )));
     };
     let mut part = |name: &str| match m.remove(name) {
-        None | Some(Value::Null) => Ok(PresenceState::new()),
-        Some(v) => state_from_value(name, v),
+        None => Ok(PresenceState::new()),
+        Some(v) if raw_kind(v) == NULL => Ok(PresenceState::new()),
+        Some(v) => state_from_raw(name, v),
     };
     let joins = part("joins")?;
     let leaves = part("leaves")?;
@@ -302,14 +609,14 @@ impl<'a> Refs<'a> {
             Self(RefsInner::Few(metas))
         } else {
             Self(RefsInner::Many(
-                metas.iter().map(|m| m.phx_ref.as_str()).collect(),
+                metas.iter().map(PresenceMeta::phx_ref).collect(),
             ))
         }
     }
 
     fn contains(&self, phx_ref: &str) -> bool {
         match &self.0 {
-            RefsInner::Few(metas) => metas.iter().any(|m| m.phx_ref == phx_ref),
+            RefsInner::Few(metas) => metas.iter().any(|m| m.phx_ref() == phx_ref),
             RefsInner::Many(set) => set.contains(phx_ref),
         }
     }
@@ -318,7 +625,7 @@ impl<'a> Refs<'a> {
 fn without_refs(metas: &[PresenceMeta], refs: &Refs<'_>) -> Vec<PresenceMeta> {
     metas
         .iter()
-        .filter(|m| !refs.contains(&m.phx_ref))
+        .filter(|m| !refs.contains(m.phx_ref()))
         .cloned()
         .collect()
 }
@@ -390,9 +697,17 @@ pub fn sync_diff(state: &mut PresenceState, diff: PresenceDiff, changes: &mut Ve
         let current = state.get(&key).cloned();
         let entry = state.entry(key.clone()).or_default();
         entry.extra = joined.extra;
+        if entry.metas.is_empty() {
+            // A new key: its list is as long as its metas (kept for the key's life).
+            entry.metas.reserve_exact(joined.metas.len());
+        }
         let mut new_metas = Vec::new();
         for meta in joined.metas {
-            match entry.metas.iter_mut().find(|m| m.phx_ref == meta.phx_ref) {
+            match entry
+                .metas
+                .iter_mut()
+                .find(|m| m.phx_ref() == meta.phx_ref())
+            {
                 Some(slot) => *slot = meta,
                 None => {
                     entry.metas.push(meta.clone());
@@ -418,7 +733,7 @@ pub fn sync_diff(state: &mut PresenceState, diff: PresenceDiff, changes: &mut Ve
         let refs = Refs::of(&left.metas);
         let left_metas: Vec<PresenceMeta> = entry
             .metas
-            .extract_if(.., |m| refs.contains(&m.phx_ref))
+            .extract_if(.., |m| refs.contains(m.phx_ref()))
             .collect();
         if left_metas.is_empty() {
             continue;
@@ -502,7 +817,8 @@ impl PresenceTracker {
         let new_state = parse_state(json)?;
         let mut changes = Vec::new();
         sync_state(&mut self.state, new_state, &mut changes);
-        for diff in self.pending.drain(..) {
+        // Taken, not drained: the queue's buffer is not kept for the channel's whole life.
+        for diff in std::mem::take(&mut self.pending) {
             sync_diff(&mut self.state, diff, &mut changes);
         }
         self.dropped = false;
@@ -577,9 +893,10 @@ mod tests {
         );
         let s = s.unwrap_or_default();
         let e = &s["u"];
-        assert_eq!(e.metas[0].phx_ref, "b");
-        assert_eq!(e.metas[0].phx_ref_prev.as_deref(), Some("a"));
-        assert_eq!(e.metas[0].get("x"), Some(&Value::from(1)));
+        assert_eq!(e.metas[0].phx_ref(), "b");
+        assert_eq!(e.metas[0].phx_ref_prev(), Some("a"));
+        assert_eq!(e.metas[0].get("x"), Some(Value::from(1)));
+        assert_eq!(e.metas[0].fields_json(), r#"{"x":1}"#);
         assert_eq!(e.metas[0].get("phx_ref"), None);
         assert_eq!(e.extra.get("user"), Some(&serde_json::json!({"n": 2})));
         assert_eq!(

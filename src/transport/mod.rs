@@ -62,6 +62,10 @@ use web as imp;
 
 /// Default for [`ConnectRequest::max_frame_size`]: 16 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+
+/// Default [`ConnectRequest::read_buffer`]: 16 KiB, so a burst of small frames takes about one
+/// allocation per hundred frames and reads of the full 4 KiB.
+pub const DEFAULT_READ_BUFFER: usize = 16 << 10;
 /// Default for [`ConnectRequest::connect_timeout`]: 10 s, as phoenix.js.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -97,6 +101,13 @@ pub struct ConnectRequest {
     /// (Phoenix does after 60 s without a message). `None`: no keepalive. Ignored natively,
     /// where nothing stops the app's loop.
     pub keepalive: Option<Duration>,
+    /// Native built-in transport: the size of the buffers received frames are read into
+    /// (16 KiB from [`PhoenixSocketConfig`](crate::plugin::PhoenixSocketConfig)). A received
+    /// message is a view of its buffer, so a message the app keeps alive keeps its buffer; an
+    /// open connection holds one for its whole life. Larger buffers mean fewer reads and
+    /// allocations in a burst; smaller ones less memory per socket. One read takes at most
+    /// 4 KiB either way. Other transports ignore it.
+    pub read_buffer: usize,
 }
 
 impl fmt::Debug for ConnectRequest {
@@ -137,6 +148,7 @@ impl Default for ConnectRequest {
             tls: None,
             headers: Headers::default(),
             keepalive: None,
+            read_buffer: DEFAULT_READ_BUFFER,
         }
     }
 }

@@ -24,12 +24,9 @@ use crate::protocol::Transmit;
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// Most frames discarded per `poll` while closing, so a chatty peer cannot stall a frame.
 const CLOSING_READS_PER_POLL: usize = 1024;
-/// Most bytes one socket read takes (tungstenite's read buffer).
+/// Most bytes one socket read takes (tungstenite's read size), at most: tungstenite zero-fills
+/// that much of its buffer before every read, and an idle frame makes one read.
 const READ_BUFFER: usize = 4096;
-/// Size of each read buffer tungstenite allocates while received frames still use the last
-/// one ([`open_websocket`]): a few socket reads' worth, so the allocation is amortised over
-/// about a hundred frames of a typical size. A received payload kept alive keeps its chunk.
-const READ_CHUNK: usize = 16 << 10;
 /// Bound on data buffered by `send` that the socket did not take yet; past it `send` refuses.
 const MAX_WRITE_BUFFER: usize = 64 << 20;
 
@@ -736,13 +733,14 @@ fn start(req: ConnectRequest, waker: Option<Arc<Waker>>) -> Result<State, Transp
     }
 
     let max = req.max_frame_size;
+    let chunk = req.read_buffer.max(64);
     let config = WebSocketConfig::default()
         .max_frame_size(Some(max))
         .max_message_size(Some(max))
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         // tungstenite zero-fills the free part of its read buffer (up to this size) before
         // every read, and an idle frame makes one read: keep it small.
-        .read_buffer_size(READ_BUFFER);
+        .read_buffer_size(READ_BUFFER.min(chunk));
 
     let (tx, rx) = crossbeam_channel::bounded(1);
     let wakes = waker.is_some();
@@ -753,7 +751,7 @@ fn start(req: ConnectRequest, waker: Option<Arc<Waker>>) -> Result<State, Transp
             #[cfg(feature = "tls")]
             tls_client,
         };
-        let result = handshake(&target, request, config, deadline);
+        let result = handshake(&target, request, config, chunk, deadline);
         match tx.send(result) {
             // After the send, so the woken frame finds the result.
             Ok(()) => {
@@ -804,6 +802,7 @@ fn handshake(
     target: &Target,
     request: Request,
     config: WebSocketConfig,
+    chunk: usize,
     deadline: Instant,
 ) -> HandshakeResult {
     let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
@@ -858,7 +857,7 @@ fn handshake(
     #[cfg(not(feature = "tls"))]
     let stream = Stream::new(Io::Plain(tcp));
 
-    let (ws, protocol) = upgrade(stream, &request, config)?;
+    let (ws, protocol) = upgrade(stream, &request, config, chunk)?;
     let tcp = ws.get_ref().tcp();
     tcp.set_read_timeout(None).map_err(io_err)?;
     tcp.set_write_timeout(None).map_err(io_err)?;
@@ -878,6 +877,7 @@ fn upgrade(
     mut stream: Stream,
     request: &Request,
     config: WebSocketConfig,
+    chunk: usize,
 ) -> Result<(Ws, Option<String>), TransportError> {
     let uri = request.uri();
     let authority = uri
@@ -917,15 +917,15 @@ fn upgrade(
     stream.flush().map_err(upgrade_io)?;
 
     let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
+    let mut piece = [0u8; 1024];
     let (len, status, headers) = loop {
-        let n = stream.read(&mut chunk).map_err(upgrade_io)?;
+        let n = stream.read(&mut piece).map_err(upgrade_io)?;
         if n == 0 {
             return Err(TransportError::Connect(
                 "the server closed the connection during the WebSocket upgrade".into(),
             ));
         }
-        buf.extend_from_slice(&chunk[..n]);
+        buf.extend_from_slice(&piece[..n]);
         let mut slots = [httparse::EMPTY_HEADER; 64];
         let mut response = httparse::Response::new(&mut slots);
         match response.parse(&buf) {
@@ -988,7 +988,7 @@ fn upgrade(
         _ => {}
     }
     let tail = buf.split_off(len);
-    let ws = open_websocket(stream, &tail, config);
+    let ws = open_websocket(stream, &tail, config, chunk);
     Ok((ws, protocol))
 }
 
@@ -1000,15 +1000,17 @@ fn upgrade(
 /// that buffer in place: it allocates a new one, as large as the buffer's first allocation. A
 /// buffer made from the tail alone has no such size, so every new buffer would hold exactly
 /// the frame being read: one socket read and one allocation per frame. Starting from a
-/// [`READ_CHUNK`] allocation makes each new buffer that large instead. (tungstenite turns the
+/// `chunk`-byte allocation ([`ConnectRequest::read_buffer`]) makes each new buffer that large
+/// instead. (tungstenite turns the
 /// `Vec` into its buffer with `BytesMut::from_iter`, which keeps the allocation; the test
 /// `kept_frames_do_not_shrink_the_reads` checks the effect.)
 fn open_websocket<S: Read + Write>(
     stream: S,
     tail: &[u8],
     config: WebSocketConfig,
+    chunk: usize,
 ) -> WebSocket<S> {
-    let mut first = Vec::with_capacity(READ_CHUNK.max(tail.len()));
+    let mut first = Vec::with_capacity(chunk.max(tail.len()));
     first.extend_from_slice(tail);
     WebSocket::from_partially_read(stream, first, Role::Client, Some(config))
 }
@@ -1097,15 +1099,16 @@ mod tests {
             })
             .collect();
         let wire: Vec<u8> = texts.iter().flat_map(|t| server_frame(t)).collect();
-        // No tail, a tail inside the first header, and a tail of more than one frame.
-        for tail_len in [0, 1, 300] {
+        // No tail, a tail inside the first header, and a tail of more than one frame; the
+        // default buffer and a small one (many sockets in one process).
+        for (tail_len, chunk) in [(0, 16 << 10), (1, 16 << 10), (300, 16 << 10), (0, 1024)] {
             let feed = Feed {
                 data: wire[tail_len..].to_vec(),
                 at: 0,
                 reads: 0,
             };
-            let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-            let mut ws = open_websocket(feed, &wire[..tail_len], config);
+            let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER.min(chunk));
+            let mut ws = open_websocket(feed, &wire[..tail_len], config, chunk);
             let mut kept = Vec::with_capacity(FRAMES);
             loop {
                 match ws.read() {
@@ -1118,10 +1121,11 @@ mod tests {
             for (got, want) in kept.iter().zip(&texts) {
                 assert_eq!(got.as_str(), want.as_str(), "tail {tail_len}");
             }
-            // Full reads would be wire / READ_BUFFER (about 70); one per frame would be 2,000.
+            // Full reads would be wire / read size (about 70 of 4 KiB, 280 of 1 KiB); one per
+            // frame would be 2,000.
             let reads = ws.get_ref().reads;
             assert!(
-                reads <= wire.len() / 1024,
+                reads <= wire.len() / READ_BUFFER.min(chunk) * 2,
                 "tail {tail_len}: {reads} reads for {} bytes in {FRAMES} frames",
                 wire.len()
             );

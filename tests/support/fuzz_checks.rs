@@ -393,7 +393,7 @@ fn as_naive(state: &PresenceState) -> NaiveState {
 fn check_state(state: &PresenceState, what: &str) {
     for (k, e) in state {
         assert!(!e.metas.is_empty(), "{what}: {k:?} has no metas");
-        let mut refs: Vec<&str> = e.metas.iter().map(|m| m.phx_ref.as_str()).collect();
+        let mut refs: Vec<&str> = e.metas.iter().map(|m| m.phx_ref()).collect();
         refs.sort_unstable();
         let n = refs.len();
         refs.dedup();
@@ -417,9 +417,9 @@ fn check_changes(before: &PresenceState, after: &PresenceState, changes: &[Prese
                 assert_eq!(current.as_ref(), before.get(key), "join current of {key:?}");
                 for m in new_metas {
                     assert!(
-                        !before.get(key).is_some_and(|e| e.contains_ref(&m.phx_ref)),
+                        !before.get(key).is_some_and(|e| e.contains_ref(m.phx_ref())),
                         "{key:?}: {} joined but was there",
-                        m.phx_ref
+                        m.phx_ref()
                     );
                 }
             }
@@ -435,9 +435,9 @@ fn check_changes(before: &PresenceState, after: &PresenceState, changes: &[Prese
                 }
                 for m in left_metas {
                     assert!(
-                        remaining.iter().all(|r| r.phx_ref != m.phx_ref),
+                        remaining.iter().all(|r| r.phx_ref() != m.phx_ref()),
                         "{key:?}: {} left but remains",
-                        m.phx_ref
+                        m.phx_ref()
                     );
                 }
             }

@@ -694,7 +694,7 @@ fn on_bad_payloads(mut errors: MessageReader<ChannelDecodeError>, mut stats: Res
 
 fn meta_of(entry: &PresenceEntry) -> Option<PlayerMeta> {
     let meta = entry.metas.last()?;
-    serde_json::from_value(serde_json::Value::Object(meta.fields.clone())).ok()
+    meta.decode().ok()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -722,9 +722,9 @@ fn on_presence(
                 }
                 let name = new_metas
                     .last()
-                    .and_then(|m| m.fields.get("name"))
-                    .and_then(|n| n.as_str())
-                    .unwrap_or(key);
+                    .and_then(|m| m.get("name"))
+                    .and_then(|n| n.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| key.clone());
                 log.add(LogKind::Notice, format!("{name} joined"));
             }
             PresenceEvent::Change(PresenceChange::Leave {
@@ -734,9 +734,9 @@ fn on_presence(
             }) if remaining.is_empty() && *key != profile.id => {
                 let name = left_metas
                     .last()
-                    .and_then(|m| m.fields.get("name"))
-                    .and_then(|n| n.as_str())
-                    .unwrap_or(key);
+                    .and_then(|m| m.get("name"))
+                    .and_then(|n| n.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| key.clone());
                 log.add(LogKind::Notice, format!("{name} left"));
             }
             PresenceEvent::Sync => {

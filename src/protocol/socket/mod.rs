@@ -508,6 +508,10 @@ const NAME_CACHE_MAX: usize = 1024;
 /// Longer names are allocated per message, never cached (the binary format's limit, 255).
 const NAME_MAX_CACHED_LEN: usize = 255;
 
+/// Slots the event queue keeps once drained (128 bytes each): a burst (a room's
+/// `presence_state` is an event per key) must not hold its memory for the socket's life.
+const EVENTS_KEPT: usize = 4;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Conn {
     Idle,
@@ -547,7 +551,6 @@ pub struct Socket {
     outputs: VecDeque<Output>,
     events: VecDeque<Event>,
     stats: SocketStats,
-    presence_scratch: Vec<PresenceEvent>,
     /// Bytes the transport holds unsent: its last report plus every frame emitted since.
     send_backlog: usize,
 }
@@ -591,7 +594,6 @@ impl Socket {
             outputs: VecDeque::new(),
             events: VecDeque::new(),
             stats: SocketStats::default(),
-            presence_scratch: Vec::new(),
             send_backlog: 0,
         }
     }
@@ -707,7 +709,11 @@ impl Socket {
     /// The next event for the app.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            self.events.shrink_to(EVENTS_KEPT);
+        }
+        event
     }
 
     /// When [`Socket::handle_timeout`] must be called next (`None`: nothing scheduled).

@@ -329,7 +329,7 @@ impl Socket {
                     return;
                 };
                 let json = text.get(span).unwrap_or("null");
-                let mut out = std::mem::take(&mut self.presence_scratch);
+                let mut out = Vec::new();
                 let result = match self.chan_mut(channel).and_then(|c| c.presence.as_mut()) {
                     Some(t) if state => t.handle_state(json, &mut out),
                     Some(t) => t.handle_diff(json, &mut out),
@@ -347,8 +347,8 @@ impl Socket {
                         });
                     }
                 }
-                out.clear();
-                self.presence_scratch = out;
+                // `out` is dropped, not kept for the next frame: presence frames are few next
+                // to messages, and a room's presence_state is an event per key.
             }
         }
     }
