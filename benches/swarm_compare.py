@@ -3,11 +3,14 @@
 same work against the same test server, at several socket counts, runs interleaved.
 
     python3 benches/swarm_compare.py [--sizes 10,100,1000] [--runs 3] [--seconds 10] [--rate 5]
+        [--variant 'tick 10 ms=--tick-ms 10' ...]
 
 Builds `examples/swarm` and the `phoenix_test_server` binary in release, starts a fresh server
 process per run (so the client's numbers are the client's alone), and prints per size the medians
 of client CPU per message, resident memory per socket, messages received per second, and the idle
 frame of the Rust swarm, with phoenix.js / Rust ratios. Needs node (benches/js, `npm ci` there).
+Each `--variant LABEL=ARGS` adds a Rust row run with those extra swarm arguments (interleaved too);
+ratios are to the first Rust row.
 """
 
 import argparse
@@ -51,6 +54,20 @@ def run(cmd, cwd=ROOT):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def steal_ticks():
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8])
+
+
+def user_us_per_message(r):
+    """CPU outside the kernel per message: the client's own code (system calls cost both alike)."""
+    total = r["client_cpu_us_per_message"]
+    sys_s = r.get("client_system_cpu_seconds")
+    if sys_s is None or not r.get("client_cpu_seconds"):
+        return float("nan")
+    return total * (1 - sys_s / r["client_cpu_seconds"])
+
+
 def received(r):
     t = r["totals"]
     return t["messages"] + t["replies_ok"] + t["replies_error"] + t["presence"]
@@ -62,7 +79,15 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rate", type=float, default=5)
+    ap.add_argument("--variant", action="append", default=[])
     a = ap.parse_args()
+    variants = [("rust", "bevy_phoenix_channels", [])]
+    for v in a.variant:
+        label, _, args = v.partition("=")
+        variants.append((f"rust:{label}", f"bevy_phoenix_channels, {label}", args.split()))
+    clients = [k for k, _, _ in variants] + ["js"]
+    labels = {k: label for k, label, _ in variants} | {"js": "phoenix.js 1.8.16"}
+    extra = {k: args for k, _, args in variants}
     sizes = [int(s) for s in a.sizes.split(",")]
 
     subprocess.run(
@@ -74,16 +99,17 @@ def main():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=js, check=True)
     swarm = os.path.join(TARGET, "release", "examples", "swarm")
 
-    results = {n: {"rust": [], "js": []} for n in sizes}
+    results = {n: {c: [] for c in clients} for n in sizes}
+    steal0, load0 = steal_ticks(), os.getloadavg()[0]
     for r in range(a.runs):
         for n in sizes:
             rooms = max(1, -(-n // 10))
-            for client in ("rust", "js"):
+            for client in clients:
                 proc, url = start_server()
                 try:
-                    if client == "rust":
+                    if client != "js":
                         res = run([swarm, "--bots", str(n), "--rate", str(a.rate), "--seconds", str(a.seconds),
-                                   "--url", url, "--json"])
+                                   "--url", url, "--json"] + extra[client])
                     else:
                         res = run(["node", "swarm.mjs", url, str(n), str(rooms), str(a.rate), str(a.seconds)], cwd=js)
                 finally:
@@ -94,24 +120,37 @@ def main():
                       f"rss {res['rss_per_socket_bytes'] / 1024:.1f} KiB/socket, "
                       f"{received(res) / a.seconds:.0f} msgs/s", file=sys.stderr)
 
+    print(f"steal: {steal_ticks() - steal0} ticks; load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
     med = statistics.median
-    print("| sockets | client | CPU µs/message | × Rust | RSS KiB/socket | × Rust | received/s | idle frame µs (p50) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| sockets | client | CPU µs/message | × Rust | of which user space | × Rust | RSS KiB/socket | × Rust | received/s | idle frame µs (p50) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         rows = {}
-        for client in ("rust", "js"):
+        for client in clients:
             rs = results[n][client]
             rows[client] = (
                 med([x["client_cpu_us_per_message"] for x in rs]),
+                med([user_us_per_message(x) for x in rs]),
                 med([x["rss_per_socket_bytes"] / 1024 for x in rs]),
                 med([received(x) / a.seconds for x in rs]),
-                med([x["idle_frame_p50_us"] for x in rs]) if client == "rust" else None,
+                med([x["idle_frame_p50_us"] for x in rs]) if client != "js" else None,
             )
         base = rows["rust"]
-        for client, label in (("rust", "bevy_phoenix_channels"), ("js", "phoenix.js 1.8.16")):
-            cpu, rss, rx, idle = rows[client]
-            print(f"| {n} | {label} | {cpu:.2f} | {cpu / base[0]:.2f} | {rss:.1f} | {rss / base[1]:.2f} | {rx:.0f} | "
+        for client in clients:
+            label = labels[client]
+            cpu, user, rss, rx, idle = rows[client]
+            print(f"| {n} | {label} | {cpu:.2f} | {cpu / base[0]:.2f} | {user:.2f} | {user / base[1]:.2f} | "
+                  f"{rss:.1f} | {rss / base[2]:.2f} | {rx:.0f} | "
                   f"{'' if idle is None else f'{idle:.1f}'} |")
+
+    if len(sizes) > 1:
+        lo, hi = min(sizes), max(sizes)
+        print()
+        print(f"Marginal resident memory per socket, {lo} -> {hi} sockets (medians):")
+        for client in clients:
+            r_lo = med([x["rss_per_socket_bytes"] for x in results[lo][client]]) * lo
+            r_hi = med([x["rss_per_socket_bytes"] for x in results[hi][client]]) * hi
+            print(f"  {labels[client]}: {(r_hi - r_lo) / (hi - lo) / 1024:.1f} KiB")
 
 
 if __name__ == "__main__":

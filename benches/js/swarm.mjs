@@ -72,6 +72,7 @@ const rssAfterJoin = process.memoryUsage().rss;
 const period = 1000 / rate;
 const timers = [];
 const c0 = cpuUs();
+const k0 = process.cpuUsage().system;
 const run0 = performance.now();
 if (rate > 0) {
   for (const b of channels) {
@@ -96,6 +97,7 @@ if (rate > 0) {
 await new Promise((r) => setTimeout(r, seconds * 1000));
 for (const t of timers) clearInterval(t);
 const cpu = (cpuUs() - c0) / 1e6;
+const systemCpu = (process.cpuUsage().system - k0) / 1e6;
 const wall = (performance.now() - run0) / 1000;
 const received = totals.messages + totals.replies_ok + totals.replies_error + totals.presence;
 clearTimeout(hard);
@@ -109,6 +111,7 @@ console.log(
     connect_seconds: connectSeconds,
     totals,
     client_cpu_seconds: cpu,
+    client_system_cpu_seconds: systemCpu,
     client_cpu_us_per_message: received + totals.pushes > 0 ? (cpu * 1e6) / (received + totals.pushes) : null,
     rss_before_bytes: rssBefore,
     rss_after_join_bytes: rssAfterJoin,

@@ -233,6 +233,16 @@ fn main_thread_cpu() -> Option<Duration> {
     Some(Duration::from_nanos(ns))
 }
 
+/// The main thread's CPU time in the kernel (Linux, 10 ms ticks; `None` elsewhere).
+fn main_thread_system_cpu() -> Option<Duration> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/self/task/{}/stat", std::process::id())).ok()?;
+    // Fields after the command name (which may hold spaces): state is the 3rd field, stime the 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let ticks: u64 = rest.split_whitespace().nth(12)?.parse().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Resident memory of the process in bytes (Linux; `None` elsewhere).
 fn rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -276,6 +286,8 @@ struct Summary {
     connect_seconds: f64,
     totals: Totals,
     client_cpu_seconds: Option<f64>,
+    /// Of which in the kernel (system calls: reads, writes, epoll), from 10 ms ticks.
+    client_system_cpu_seconds: Option<f64>,
     client_cpu_us_per_message: Option<f64>,
     rss_before_bytes: Option<u64>,
     rss_after_join_bytes: Option<u64>,
@@ -410,6 +422,7 @@ pub fn main() {
     let mut next_report = run_start + Duration::from_secs(1);
     let mut all_frames: Vec<Duration> = Vec::new();
     let run_cpu0 = main_thread_cpu();
+    let run_sys0 = main_thread_system_cpu();
     while run_start.elapsed().as_secs_f64() < o.seconds {
         let f0 = Instant::now();
         app.update();
@@ -444,6 +457,10 @@ pub fn main() {
             last_cpu = cpu;
         }
     }
+    let run_sys = match (run_sys0, main_thread_system_cpu()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     let run_cpu = match (run_cpu0, main_thread_cpu()) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -495,6 +512,7 @@ pub fn main() {
         connect_seconds,
         totals,
         client_cpu_seconds: run_cpu.map(|c| c.as_secs_f64()),
+        client_system_cpu_seconds: run_sys.map(|c| c.as_secs_f64()),
         client_cpu_us_per_message: run_cpu
             .filter(|_| received + totals.pushes > 0)
             .map(|c| us(c) / (received + totals.pushes) as f64),
