@@ -2,7 +2,8 @@
 //! of that file and BENCHMARKS.md): a headless Bevy app (`MinimalPlugins` + the plugin, no
 //! renderer, no window) exported to the page through wasm-bindgen as [`BenchApp`]. The page
 //! drives it: one `update()` per `requestAnimationFrame` (what a browser game's runner does) or
-//! one per event-loop turn (a bot), and reads the counters between frames.
+//! one per event-loop turn in which a WebSocket event arrived (a bot), and reads the counters
+//! between frames.
 //!
 //! Built as the library's example `web_bench` so that it shares the library's Cargo.lock and the
 //! CI's `cargo check --examples --target wasm32-unknown-unknown`; natively it is an empty `main`.

@@ -43,9 +43,11 @@ try {
   const cdp = await page.context().newCDPSession(page);
   await cdp.send("Profiler.enable");
   await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
-  await cdp.send("Profiler.start");
-  const r = await page.evaluate(([c, n, w]) => (w === "rtt" ? window.bench.rtt(c, 0, n) : window.bench.burst(c, n, 100)),
+  await page.evaluate(([c, n, w]) => (w === "rtt" ? window.bench.prepare("rtt", c, 0, n) : window.bench.prepare("burst", c, n, 100)),
     [client, Number(n), what]);
+  await cdp.send("Profiler.start");
+  const r = await page.evaluate(() => window.bench.run());
+  await page.evaluate(() => window.bench.close());
   const { profile } = await cdp.send("Profiler.stop");
   const byId = new Map(profile.nodes.map((x) => [x.id, x]));
   const self = new Map();
@@ -71,6 +73,22 @@ try {
     stacks.set(key, (stacks.get(key) || 0) + (dt[i] || 0));
   }
   for (const [k, v] of [...stacks.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`${(v / 1000).toFixed(1)} ms  ${k}`);
+  // PROFILE_INCLUSIVE=text: inclusive time of the functions whose name contains text.
+  const incl = new Map();
+  const sub = process.env.PROFILE_INCLUSIVE;
+  if (sub) {
+    for (let i = 0; i < profile.samples.length; i++) {
+      const seen = new Set();
+      for (let id = profile.samples[i]; id !== undefined; id = parent.get(id)) {
+        const f = byId.get(id).callFrame.functionName;
+        if (f.includes(sub) && !seen.has(f)) {
+          seen.add(f);
+          incl.set(f, (incl.get(f) || 0) + (dt[i] || 0));
+        }
+      }
+    }
+    for (const [k, v] of [...incl.entries()].sort((a, b) => b[1] - a[1]).slice(0, 40)) console.log(`incl ${(v / 1000).toFixed(1).padStart(8)} ms  ${k.slice(0, 150)}`);
+  }
   const total = [...self.values()].reduce((a, b) => a + b, 0);
   const { lat_us, ...show } = r;
   console.log(JSON.stringify(show));

@@ -1,7 +1,8 @@
 // Browser bench: our wasm plugin vs phoenix.js 1.8.16 in one headless Chromium page, against the
 // same phoenix_test_server (release), runs interleaved. One command, from anywhere:
 //
-//   node benches/web/run.mjs [--runs 5] [--burst 100000] [--rtt 2000] [--raf-rtt 120] [--trace-dir DIR]
+//   node benches/web/run.mjs [--runs 5] [--burst 100000] [--rtt 2000] [--raf-rtt 120]
+//                            [--clients raf,event,js] [--trace [--categories C,C] [--trace-dir DIR]]
 //
 // Steps: `cargo build --release --example web_bench --target wasm32-unknown-unknown` (benches/web/app.rs),
 // wasm-bindgen (the CLI must match Cargo.lock's wasm-bindgen), `cargo build --release -p
@@ -10,19 +11,36 @@
 // performance.now() instead of 100 µs), Debian's /usr/bin/chromium through playwright-core (no
 // browser download). CARGO_TARGET_DIR is honoured.
 //
-// Clients, each on its own new connection per run: "ours (raf)" = the app updated once per
-// requestAnimationFrame (a browser game), "ours (bot)" = updated once per event-loop turn (a headless
-// bot / as fast as the page can), "phoenix.js" = callbacks only. Measured per run: burst (server
-// pushes N `tick`s with 100-byte pads: `burst {"n":N,"size":100}` on `echo:*`, as benches/e2e_burst.rs)
-// and sequential echo round trips (`echo {"i":I,"body":"hello"}`, one in flight, as benches/e2e_rtt.rs).
-// Main-thread time: a Chromium trace (CDP Tracing, devtools.timeline) per measurement; the sum of the
-// renderer main thread's top-level tasks (RunTask) inside the page's performance marks
-// bench:start..bench:end. That counts everything the page's main thread did in the window for either
-// client: WebSocket message events, the clients' JS/wasm callbacks, rAF frames, GC, timers.
-// Prints a markdown table of medians over the runs and the ratios ours / phoenix.js.
+// Clients, each on its own new connection per measurement, all in the same page:
+//   "ours, rAF"        the wasm app (benches/web/app.rs: MinimalPlugins + the plugin, no renderer, no
+//                      window), update() once per requestAnimationFrame: what a browser game does
+//                      (Bevy's winit runner on the web is rAF-driven);
+//   "ours, on arrival" update() once per event-loop turn in which a WebSocket event arrived (a
+//                      headless bot updating as fast as messages arrive, idle otherwise), plus a
+//                      100 ms timer; `--clients raf,event,spin,js` adds "spin", update() on every
+//                      event-loop turn (a MessageChannel loop);
+//   "phoenix.js"       1.8.16 from npm, its callbacks only.
+// Scenarios, as the native benches (benches/e2e_burst.rs, benches/e2e_rtt.rs) on the same server:
+// burst = the server pushes N `tick`s with 100-byte pads (`burst {"n":N,"size":100}` on `echo:*`),
+// time from the push to the last tick counted; round trips = sequential `echo {"i":I,"body":"hello"}`
+// pushes, one in flight, latency from push to reply as each client sees it.
+// Main-thread time, the same way for every client:
+//   main-thread CPU    CPU time (/proc/PID/task/TID/schedstat, so a preempted thread does not count)
+//                      of the page's renderer main thread over the measurement; everything it did:
+//                      WebSocket message events, the client's JS/wasm, rAF frames, GC;
+//   all Chromium CPU   the same over every Chromium process and thread (network service, browser,
+//                      compositor, ...);
+//   in callbacks       wall time inside the clients' WebSocket handlers and our update() calls
+//                      (performance.now() around each, page cross-origin isolated for 5 µs
+//                      resolution; see page/bench.mjs); inflated by preemption on a loaded machine;
+//   --trace            also a Chromium trace per measurement (CDP Tracing, categories --categories,
+//                      default toplevel): the renderer main thread's RunTask time between the page's
+//                      performance marks. Heavy (hundreds of MB per 100k burst): use a small --burst.
+// Runs are interleaved (each run measures every client once, the order rotating); the table shows
+// medians and ratios ours / phoenix.js, then every run's values, load average and steal.
 import { spawn, spawnSync } from "node:child_process";
 import { createServer } from "node:http";
-import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync, copyFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync, copyFileSync } from "node:fs";
 import { dirname, join, extname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import os from "node:os";
@@ -112,6 +130,61 @@ function cpuTimes() {
   return { total: f.reduce((a, b) => a + b, 0), steal: f[7] || 0 };
 }
 
+// ----- Chromium's CPU time, from /proc ---------------------------------------------------------
+// Every process below this one (Playwright starts Chromium as our child) except the test server:
+// the browser, its network service, GPU and utility processes, and the page's renderer.
+// schedstat's first field is nanoseconds on CPU: preemption on a loaded machine does not count.
+function readNs(path) {
+  try {
+    return Number(readFileSync(path, "utf8").split(" ")[0]) || 0;
+  } catch {
+    return 0;
+  }
+}
+function chromiumCpu() {
+  const parent = new Map();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = readFileSync(`/proc/${d}/stat`, "utf8");
+      parent.set(Number(d), Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {}
+  }
+  const mine = new Set([process.pid]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [pid, pp] of parent) {
+      if (!mine.has(pid) && mine.has(pp) && pid !== server.pid) {
+        mine.add(pid);
+        grew = true;
+      }
+    }
+  }
+  mine.delete(process.pid);
+  let all = 0;
+  const mains = new Map(); // renderer pid -> its main thread's ns
+  for (const pid of mine) {
+    let tasks = [];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {}
+    for (const t of tasks) all += readNs(`/proc/${pid}/task/${t}/schedstat`);
+    let cmd = "";
+    try {
+      cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    } catch {}
+    if (cmd.includes("--type=renderer")) mains.set(pid, readNs(`/proc/${pid}/task/${pid}/schedstat`));
+  }
+  return { all, mains };
+}
+// The page's renderer is the one whose main thread ran the most in the window.
+function cpuDelta(a, b) {
+  let main = 0;
+  for (const [pid, ns] of b.mains) main = Math.max(main, ns - (a.mains.get(pid) ?? ns));
+  return { main_cpu_us: main / 1000, chromium_cpu_us: (b.all - a.all) / 1000, renderers: b.mains.size };
+}
+
 // ----- trace ----------------------------------------------------------------------------------
 // Busy time (µs) of the page's renderer main thread between the marks bench:start and bench:end:
 // the top-level tasks (RunTask), each clipped to the window.
@@ -165,11 +238,16 @@ try {
   const rafHz = await page.evaluate(() => window.bench.rafRate(1000));
   console.error(`page: crossOriginIsolated=${isolated}, requestAnimationFrame ${rafHz.toFixed(1)} Hz, server ${wsUrl}`);
 
-  const measure = async (key, fn) => {
+  // One measurement: prepare (connect, join), CPU snapshot, run, CPU snapshot, close.
+  const measure = async (key, kind, client, a, b) => {
+    await page.evaluate(([k, c, a, b]) => window.bench.prepare(k, c, a, b), [kind, client, a, b]);
     if (TRACE) await browser.startTracing(page, { categories: CATEGORIES });
     let r;
     try {
-      r = await page.evaluate(fn.code, fn.arg);
+      const c0 = chromiumCpu();
+      r = await page.evaluate(() => window.bench.run());
+      const c1 = chromiumCpu();
+      Object.assign(r, cpuDelta(c0, c1));
     } finally {
       const buf = TRACE ? await browser.stopTracing() : null;
       if (r && buf) {
@@ -179,13 +257,14 @@ try {
           writeFileSync(join(TRACE_DIR, `${key.replace(" ", "-")}-${(results[key] || []).length}.json`), buf);
         }
       }
+      await page.evaluate(() => window.bench.close());
     }
     (results[key] ||= []).push(r);
     const { lat_us, ...show } = r;
     console.error(`${key}: ${JSON.stringify(show)}`);
   };
-  const burst = (client) => ({ code: ([c, n, s]) => window.bench.burst(c, n, s), arg: [client, BURST, SIZE] });
-  const rtt = (client, w, n) => ({ code: ([c, w, n]) => window.bench.rtt(c, w, n), arg: [client, w, n] });
+  const burst = (c) => measure(`burst ${c}`, "burst", c, BURST, SIZE);
+  const rtt = (c, w, n) => measure(`rtt ${c}`, "rtt", c, w, n);
 
   const cpu0 = cpuTimes();
   const load0 = os.loadavg();
@@ -193,10 +272,10 @@ try {
   // Interleaved: each run measures every client once, in a rotating order.
   for (let run = 0; run < RUNS; run++) {
     const order = CLIENTS.map((_, i) => CLIENTS[(i + run) % CLIENTS.length]);
-    for (const c of order) await measure(`burst ${c}`, burst(c));
+    for (const c of order) await burst(c);
     for (const c of order) {
-      if (c === "raf") await measure(`rtt ${c}`, rtt(c, RAF_RTT_WARMUP, RAF_RTT));
-      else await measure(`rtt ${c}`, rtt(c, RTT_WARMUP, RTT));
+      if (c === "raf") await rtt(c, RAF_RTT_WARMUP, RAF_RTT);
+      else await rtt(c, RTT_WARMUP, RTT);
     }
   }
   const cpu1 = cpuTimes();
@@ -227,6 +306,8 @@ try {
     const k = `burst ${c}`;
     b[c] = {
       rate: m(k, (r) => r.n / r.secs),
+      main: m(k, (r) => r.main_cpu_us / r.n),
+      all: m(k, (r) => r.chromium_cpu_us / r.n),
       cb: m(k, (r) => r.cb_us / r.n),
       busy: TRACE ? m(k, (r) => r.busy_us / r.n) : undefined,
       frames: c === "js" ? "" : m(k, (r) => r.frames),
@@ -234,12 +315,12 @@ try {
   }
   const js = CLIENTS.includes("js");
   console.log(`\n### Browser burst receive: ${BURST} ticks of ${SIZE}-byte pads, headless Chromium (medians of ${RUNS} interleaved runs)\n`);
-  console.log(`| client | msgs/s | × phoenix.js | callback µs/msg | × phoenix.js |${traceCols} app frames |`);
-  console.log(`|---|---|---|---|---|${traceSep}---|`);
+  console.log(`| client | msgs/s | × phoenix.js | main-thread CPU µs/msg | × phoenix.js | all Chromium CPU µs/msg | × phoenix.js | in callbacks µs/msg | × phoenix.js |${traceCols} app frames |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|${traceSep}---|`);
   for (const c of CLIENTS) {
     const r = b[c];
     const tr = TRACE ? ` ${r.busy.toFixed(2)} | ${x(r.busy, js && b.js.busy)} |` : "";
-    console.log(`| ${name[c]} | ${r.rate.toFixed(0)} | ${x(r.rate, js && b.js.rate)} | ${r.cb.toFixed(2)} | ${x(r.cb, js && b.js.cb)} |${tr} ${r.frames} |`);
+    console.log(`| ${name[c]} | ${r.rate.toFixed(0)} | ${x(r.rate, js && b.js.rate)} | ${r.main.toFixed(2)} | ${x(r.main, js && b.js.main)} | ${r.all.toFixed(2)} | ${x(r.all, js && b.js.all)} | ${r.cb.toFixed(2)} | ${x(r.cb, js && b.js.cb)} |${tr} ${r.frames} |`);
   }
   const t = {};
   for (const c of CLIENTS) {
@@ -248,18 +329,20 @@ try {
       p50: m(k, (r) => pct(r.lat_us, 50)),
       p99: m(k, (r) => pct(r.lat_us, 99)),
       rate: m(k, (r) => r.n / r.secs),
+      main: m(k, (r) => r.main_cpu_us / r.n),
+      all: m(k, (r) => r.chromium_cpu_us / r.n),
       cb: m(k, (r) => r.cb_us / r.n),
       busy: TRACE ? m(k, (r) => r.busy_us / r.n) : undefined,
       n: results[k][0].lat_us.length,
     };
   }
   console.log(`\n### Browser sequential echo round trips (medians of ${RUNS} interleaved runs)\n`);
-  console.log(`| client | timed round trips | p50 µs | × phoenix.js | p99 µs | round trips/s | × phoenix.js | callback µs/round trip | × phoenix.js |${traceCols.replace("/msg", "/round trip")}`);
-  console.log(`|---|---|---|---|---|---|---|---|---|${traceSep}`);
+  console.log(`| client | timed round trips | p50 µs | × phoenix.js | p99 µs | round trips/s | × phoenix.js | main-thread CPU µs/round trip | × phoenix.js | all Chromium CPU µs/round trip | × phoenix.js | in callbacks µs/round trip | × phoenix.js |${traceCols.replace("/msg", "/round trip")}`);
+  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|---|${traceSep}`);
   for (const c of CLIENTS) {
     const r = t[c];
     const tr = TRACE ? ` ${r.busy.toFixed(1)} | ${x(r.busy, js && t.js.busy)} |` : "";
-    console.log(`| ${name[c]} | ${r.n} | ${r.p50.toFixed(0)} | ${x(r.p50, js && t.js.p50)} | ${r.p99.toFixed(0)} | ${r.rate.toFixed(0)} | ${x(r.rate, js && t.js.rate)} | ${r.cb.toFixed(2)} | ${x(r.cb, js && t.js.cb)} |${tr}`);
+    console.log(`| ${name[c]} | ${r.n} | ${r.p50.toFixed(0)} | ${x(r.p50, js && t.js.p50)} | ${r.p99.toFixed(0)} | ${r.rate.toFixed(0)} | ${x(r.rate, js && t.js.rate)} | ${r.main.toFixed(1)} | ${x(r.main, js && t.js.main)} | ${r.all.toFixed(1)} | ${x(r.all, js && t.js.all)} | ${r.cb.toFixed(1)} | ${x(r.cb, js && t.js.cb)} |${tr}`);
   }
   const all = (title, k, f) => {
     console.log(title);
@@ -267,13 +350,16 @@ try {
   };
   console.log("\nall runs:");
   all("burst msgs/s", "burst", (r) => (r.n / r.secs).toFixed(0));
-  all("burst callback µs/msg", "burst", (r) => (r.cb_us / r.n).toFixed(2));
-  all("burst callback µs/msg: in WebSocket handlers + in update()", "burst", (r) => `${(r.sock_us / r.n).toFixed(2)} + ${(r.update_us / r.n).toFixed(2)}`);
+  all("burst main-thread CPU µs/msg", "burst", (r) => (r.main_cpu_us / r.n).toFixed(2));
+  all("burst all Chromium CPU µs/msg", "burst", (r) => (r.chromium_cpu_us / r.n).toFixed(2));
+  all("burst in callbacks µs/msg: WebSocket handlers + update()", "burst", (r) => `${(r.sock_us / r.n).toFixed(2)} + ${(r.update_us / r.n).toFixed(2)}`);
   if (TRACE) all("burst main thread busy µs/msg (trace)", "burst", (r) => (r.busy_us / r.n).toFixed(2));
   all("round trip p50 µs", "rtt", (r) => pct(r.lat_us, 50).toFixed(0));
-  all("round trip callback µs", "rtt", (r) => (r.cb_us / r.n).toFixed(2));
-  all("round trip callback µs: in WebSocket handlers + in update()", "rtt", (r) => `${(r.sock_us / r.n).toFixed(2)} + ${(r.update_us / r.n).toFixed(2)}`);
+  all("round trip main-thread CPU µs", "rtt", (r) => (r.main_cpu_us / r.n).toFixed(1));
+  all("round trip all Chromium CPU µs", "rtt", (r) => (r.chromium_cpu_us / r.n).toFixed(1));
+  all("round trip in callbacks µs: WebSocket handlers + update() (of which WebSocket.send)", "rtt", (r) => `${(r.sock_us / r.n).toFixed(1)} + ${(r.update_us / r.n).toFixed(1)} (${(r.send_us / r.n).toFixed(1)})`);
   if (TRACE) all("round trip main thread busy µs (trace)", "rtt", (r) => (r.busy_us / r.n).toFixed(1));
+  console.log(`renderer processes seen: ${[...new Set(Object.values(results).flat().map((r) => r.renderers))].join(", ")}`);
   const load1 = os.loadavg();
   console.log(`\n${t0.toISOString()} to ${new Date().toISOString()}; ${os.cpus().length} cores; load average ${load0.map((v) => v.toFixed(2)).join(" ")} at the start, ${load1.map((v) => v.toFixed(2)).join(" ")} at the end; steal ${steal.toFixed(1)} % over the runs; Chromium ${browser.version()}; crossOriginIsolated ${isolated}; rAF ${rafHz.toFixed(1)} Hz${TRACE ? `; trace categories ${CATEGORIES.join(",")}` : ""}`);
 } catch (e) {

@@ -12,6 +12,7 @@
 // performance.now() (the page is cross-origin isolated: 5 µs resolution, jittered, so sums over
 // many calls are unbiased); our `update()` calls are timed the same way. Both clients set their
 // handlers through these properties (wasm-bindgen's web-sys glue and phoenix.js's Connection).
+// The time inside WebSocket.send (called from either) is also summed, as a part of that.
 // Each measurement is also bracketed by performance.mark("bench:start"/"bench:end"), which the
 // runner finds in a Chromium trace (with --trace) to sum all the main thread's busy time.
 import init, { BenchApp } from "./web_bench.js";
@@ -40,7 +41,17 @@ function timed(f, self) {
     }
   };
 }
-class TimedWebSocket extends NativeWebSocket {}
+let sendMs = 0; // time inside WebSocket.send (part of the above)
+class TimedWebSocket extends NativeWebSocket {
+  send(data) {
+    const t = performance.now();
+    try {
+      return super.send(data);
+    } finally {
+      sendMs += performance.now() - t;
+    }
+  }
+}
 for (const name of ["onopen", "onmessage", "onclose", "onerror"]) {
   const d = Object.getOwnPropertyDescriptor(NativeWebSocket.prototype, name);
   Object.defineProperty(TimedWebSocket.prototype, name, {
@@ -182,6 +193,7 @@ function start() {
   performance.clearMarks();
   sockMs = 0;
   updMs = 0;
+  sendMs = 0;
   cbCalls = 0;
   performance.mark("bench:start");
   t0 = performance.now();
@@ -194,112 +206,130 @@ function end() {
     cb_us: (sockMs + updMs) * 1000,
     sock_us: sockMs * 1000,
     update_us: updMs * 1000,
+    send_us: sendMs * 1000,
     sock_calls: cbCalls,
   };
   performance.mark("bench:end");
   return r;
 }
 
+// Each measurement is prepared (connect, join, settle), run, then closed, in three calls, so
+// that the runner can read the main thread's CPU time right before and after `run`.
 async function burstOurs(driver, n, size) {
   const app = await ourApp(driver, `burst-${driver}`);
   await settle();
-  let frames = 0;
-  start();
-  if (!app.start_burst(n, size)) throw new Error("start_burst failed");
-  const check = deadline(300, "plugin burst");
-  await loops[driver](() => {
-    check();
-    update(app);
-    frames++;
-    return app.ticks() >= n;
-  });
-  const r = end();
-  r.n = app.ticks();
-  r.frames = frames;
-  app.free();
-  return r;
+  const run = async () => {
+    let frames = 0;
+    start();
+    if (!app.start_burst(n, size)) throw new Error("start_burst failed");
+    const check = deadline(300, "plugin burst");
+    await loops[driver](() => {
+      check();
+      update(app);
+      frames++;
+      return app.ticks() >= n;
+    });
+    const r = end();
+    r.n = app.ticks();
+    r.frames = frames;
+    return r;
+  };
+  return { run, close: () => app.free() };
 }
 
 async function burstJs(n, size) {
   const socket = await connectJs();
   const channel = await joinJs(socket, topic("burst-js"));
   await settle();
-  let count = 0;
-  const r = await new Promise((resolve) => {
-    channel.on("tick", () => {
-      count++;
-      if (count === n) resolve(end());
+  const run = async () => {
+    let count = 0;
+    const r = await new Promise((resolve) => {
+      channel.on("tick", () => {
+        count++;
+        if (count === n) resolve(end());
+      });
+      start();
+      channel.push("burst", { n, size }, 600_000);
     });
-    start();
-    channel.push("burst", { n, size }, 600_000);
-  });
-  r.n = count;
-  socket.disconnect();
-  return r;
+    r.n = count;
+    return r;
+  };
+  return { run, close: () => socket.disconnect() };
 }
 
 // Sequential round trips. The window spans warm-up and timed ones (a frame-driven app cannot
-// start the timed ones at an exact moment), for every client alike: `n` in the result is all of
-// them; the latencies are the timed ones only.
+// start the timed ones at an exact moment), for every client alike: `n` in the result counts
+// all of them; the latencies are the timed ones only.
 async function rttOurs(driver, warmup, n) {
   const app = await ourApp(driver, `rtt-${driver}`);
   await settle();
-  app.start_rtt(warmup, n);
-  let frames = 0;
-  start();
-  const check = deadline(300, "plugin rtt");
-  await loops[driver](() => {
-    check();
-    update(app);
-    frames++;
-    return app.rtt_done() >= n;
-  });
-  const r = end();
-  r.n = warmup + n;
-  r.lat_us = Array.from(app.rtt_latencies_us());
-  r.frames = frames;
-  const failed = app.rtt_failed();
-  app.free();
-  if (failed) throw new Error(`${failed} echo replies were not ok`);
-  return r;
+  const run = async () => {
+    app.start_rtt(warmup, n);
+    let frames = 0;
+    start();
+    const check = deadline(300, "plugin rtt");
+    await loops[driver](() => {
+      check();
+      update(app);
+      frames++;
+      return app.rtt_done() >= n;
+    });
+    const r = end();
+    r.n = warmup + n;
+    r.lat_us = Array.from(app.rtt_latencies_us());
+    r.frames = frames;
+    const failed = app.rtt_failed();
+    if (failed) throw new Error(`${failed} echo replies were not ok`);
+    return r;
+  };
+  return { run, close: () => app.free() };
 }
 
 async function rttJs(warmup, n) {
   const socket = await connectJs();
   const channel = await joinJs(socket, topic("rtt-js"));
   await settle();
-  const lat = [];
-  let i = -warmup;
-  start();
-  const r = await new Promise((resolve, reject) => {
-    const one = () => {
-      const t = performance.now();
-      channel
-        .push("echo", { i, body: "hello" }, 600_000)
-        .receive("ok", () => {
-          if (i >= 0) lat.push((performance.now() - t) * 1000);
-          i++;
-          if (i < n) one();
-          else resolve(end());
-        })
-        .receive("error", (e) => reject(new Error(`echo error ${JSON.stringify(e)}`)));
-    };
-    one();
-  });
-  r.n = warmup + n;
-  r.lat_us = lat;
-  socket.disconnect();
-  return r;
+  const run = async () => {
+    const lat = [];
+    let i = -warmup;
+    start();
+    const r = await new Promise((resolve, reject) => {
+      const one = () => {
+        const t = performance.now();
+        channel
+          .push("echo", { i, body: "hello" }, 600_000)
+          .receive("ok", () => {
+            if (i >= 0) lat.push((performance.now() - t) * 1000);
+            i++;
+            if (i < n) one();
+            else resolve(end());
+          })
+          .receive("error", (e) => reject(new Error(`echo error ${JSON.stringify(e)}`)));
+      };
+      one();
+    });
+    r.n = warmup + n;
+    r.lat_us = lat;
+    return r;
+  };
+  return { run, close: () => socket.disconnect() };
 }
 
 await init();
+let current = null;
 window.bench = {
   isolated: self.crossOriginIsolated,
-  async burst(client, n, size) {
-    return client === "js" ? burstJs(n, size) : burstOurs(client, n, size);
+  // prepare("burst", client, n, size) or prepare("rtt", client, warmup, n); then run(), close().
+  async prepare(kind, client, a, b) {
+    if (kind === "burst") current = client === "js" ? await burstJs(a, b) : await burstOurs(client, a, b);
+    else current = client === "js" ? await rttJs(a, b) : await rttOurs(client, a, b);
   },
-  async rtt(client, warmup, n) {
-    return client === "js" ? rttJs(warmup, n) : rttOurs(client, warmup, n);
+  async run() {
+    return current.run();
+  },
+  async close() {
+    current.close();
+    current = null;
   },
   // Frames per second of requestAnimationFrame over `ms` (headless Chromium's frame clock).
   async rafRate(ms) {
