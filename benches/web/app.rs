@@ -26,6 +26,7 @@ mod web {
 
     use bevy::prelude::*;
     use bevy_phoenix_channels::prelude::*;
+    use bevy_phoenix_channels::transport::WebWorkerConnector;
     use wasm_bindgen::prelude::*;
     use web_time::Instant;
 
@@ -107,12 +108,16 @@ mod web {
 
     #[wasm_bindgen]
     impl BenchApp {
-        /// An app whose socket connects to `url` (`ws://HOST:PORT/socket`) and joins `topic`.
+        /// An app whose socket connects to `url` (`ws://HOST:PORT/socket`) and joins `topic`;
+        /// with `worker`, on the Web Worker transport (`WebWorkerConnector`).
         /// Nothing happens until the page calls [`BenchApp::update`].
         #[wasm_bindgen(constructor)]
-        pub fn new(url: &str, topic: &str) -> BenchApp {
-            let config = PhoenixSocketConfig::new(url)
+        pub fn new(url: &str, topic: &str, worker: bool) -> BenchApp {
+            let mut config = PhoenixSocketConfig::new(url)
                 .with(|s| s.with_push_timeout(Duration::from_secs(600)));
+            if worker {
+                config = config.with_transport(WebWorkerConnector);
+            }
             let mut app = App::new();
             // MinimalPlugins' schedule runner is never started (`app.run()` is not called):
             // the page calls `update()`.

@@ -2,7 +2,7 @@
 // same phoenix_test_server (release), runs interleaved. One command, from anywhere:
 //
 //   node benches/web/run.mjs [--runs 5] [--burst 100000] [--rtt 2000] [--raf-rtt 120]
-//                            [--clients raf,event,js] [--trace [--categories C,C] [--trace-dir DIR]]
+//                            [--clients raf,event,wraf,wevent,js] [--trace [--categories C,C] [--trace-dir DIR]]
 //
 // Steps: `cargo build --release --example web_bench --target wasm32-unknown-unknown` (benches/web/app.rs),
 // wasm-bindgen (the CLI must match Cargo.lock's wasm-bindgen), `cargo build --release -p
@@ -19,6 +19,10 @@
 //                      headless bot updating as fast as messages arrive, idle otherwise), plus a
 //                      100 ms timer; `--clients raf,event,spin,js` adds "spin", update() on every
 //                      event-loop turn (a MessageChannel loop);
+//   "ours-worker, rAF" / "ours-worker, on arrival" (wraf, wevent): the same two, with the socket on
+//                      the Web Worker transport (WebWorkerConnector: the WebSocket in a dedicated
+//                      worker, frames reaching the page in batches; the worker thread's CPU counts
+//                      in "all Chromium CPU", not in "main-thread CPU");
 //   "phoenix.js"       1.8.16 from npm, its callbacks only.
 // Scenarios, as the native benches (benches/e2e_burst.rs, benches/e2e_rtt.rs) on the same server:
 // burst = the server pushes N `tick`s with 100-byte pads (`burst {"n":N,"size":100}` on `echo:*`),
@@ -63,7 +67,7 @@ const RAF_RTT_WARMUP = 10;
 const TRACE_DIR = opt("trace-dir", null);
 const CATEGORIES = opt("categories", "toplevel,blink.user_timing").split(",");
 const TRACE = args.includes("--trace");
-const CLIENTS = opt("clients", "raf,event,js").split(",");
+const CLIENTS = opt("clients", "raf,event,wraf,wevent,js").split(",");
 const targetDir = process.env.CARGO_TARGET_DIR || join(root, "target");
 
 function sh(cmd, argv, env = {}) {
@@ -274,7 +278,7 @@ try {
     const order = CLIENTS.map((_, i) => CLIENTS[(i + run) % CLIENTS.length]);
     for (const c of order) await burst(c);
     for (const c of order) {
-      if (c === "raf") await rtt(c, RAF_RTT_WARMUP, RAF_RTT);
+      if (c.endsWith("raf")) await rtt(c, RAF_RTT_WARMUP, RAF_RTT);
       else await rtt(c, RTT_WARMUP, RTT);
     }
   }
@@ -295,6 +299,8 @@ try {
     raf: "ours, rAF (a game: 60 Hz)",
     event: "ours, on arrival (a bot)",
     spin: "ours, every event-loop turn",
+    wraf: "ours-worker, rAF (a game: 60 Hz)",
+    wevent: "ours-worker, on arrival (a bot)",
     js: "phoenix.js 1.8.16",
   };
   const x = (a, b) => (b === undefined ? "" : `${(a / b).toFixed(2)}×`);

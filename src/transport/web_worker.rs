@@ -18,7 +18,9 @@
 //!   order; frames that arrive before the socket opens wait there and go out right after it.
 //! - **Backlog.** The worker acknowledges the last batch it handed to its socket and reports
 //!   the socket's `bufferedAmount` with every message it posts (and again, every 10 ms while it
-//!   is not zero, when it changes). `send_backlog` is the bytes not yet posted, plus the bytes of
+//!   is not zero, when it changes). An acknowledgement waits up to 8 ms for received frames to
+//!   ride along (a reply usually comes sooner), so a round trip costs the page one worker
+//!   message, not two. `send_backlog` is the bytes not yet posted, plus the bytes of
 //!   the batches not yet acknowledged, plus the last `bufferedAmount` reported.
 //! - **Close.** `close` (and dropping the transport) unregisters the callbacks at once, asks the
 //!   worker to close its socket with code 1000, and terminates the worker after a grace period
@@ -62,6 +64,7 @@ pub(crate) const CLOSE_GRACE_MS: i32 = 1_000;
 const WORKER_JS: &str = r#""use strict";
 var ws = null, closing = false, pending = [], acked = 0, replies = 0;
 var buf = new Uint8Array(65536), pos = 0, lens = [], due = false, reported = 0, watching = false;
+var ackTimer = 0, ACK_MS = 8;
 var enc = new TextEncoder(), dec = new TextDecoder();
 var KA = '[null,"keepalive-', FLUSH_AT = 1048576;
 function room(n) {
@@ -72,9 +75,12 @@ function room(n) {
   b.set(buf.subarray(0, pos));
   buf = b;
 }
-function schedule() { if (!due) { due = true; setTimeout(flush, 0); } }
+function flushDue() { if (due) flush(); }
+function schedule() { if (!due) { due = true; setTimeout(flushDue, 0); } }
+function ackLater() { if (!due && !ackTimer) ackTimer = setTimeout(flush, ACK_MS); }
 function flush() {
   due = false;
+  if (ackTimer) { clearTimeout(ackTimer); ackTimer = 0; }
   if (closing) return;
   var b = ws ? ws.bufferedAmount : 0;
   reported = b;
@@ -117,7 +123,7 @@ function open(url, protocols, keepaliveMs) {
     postMessage([0, ws.protocol]);
     var sent = pending.length > 0;
     while (pending.length) sendBatch(pending.shift());
-    if (sent) schedule();
+    if (sent) ackLater();
   };
   ws.onmessage = function (e) {
     var d = e.data;
@@ -150,7 +156,7 @@ onmessage = function (e) {
     case 1:
       if (!ws || closing) break;
       if (ws.readyState === 0) { pending.push(m); break; }
-      if (ws.readyState === 1) { sendBatch(m); schedule(); }
+      if (ws.readyState === 1) { sendBatch(m); ackLater(); }
       break;
     case 2: if (ws && !closing && ws.readyState === 1) ws.send(m[1]); break;
     case 3:
@@ -382,12 +388,10 @@ fn on_worker_message(
                 s.frames(&bytes, &lengths);
             }
         }
-        0 => {
-            if !s.finished {
-                let protocol = m.get(1).as_string().filter(|p| !p.is_empty());
-                s.opened = true;
-                s.events.push_back(TransportEvent::Opened { protocol });
-            }
+        0 if !s.finished => {
+            let protocol = m.get(1).as_string().filter(|p| !p.is_empty());
+            s.opened = true;
+            s.events.push_back(TransportEvent::Opened { protocol });
         }
         2 => {
             let code = m.get(1).as_f64().unwrap_or(1006.0) as u16;

@@ -5,6 +5,10 @@
 //   - "event": once per event-loop turn in which a WebSocket event arrived, plus a 100 ms timer
 //     (a headless bot that updates as fast as messages arrive and sleeps otherwise);
 //   - "spin": once per event-loop turn, always (a MessageChannel loop: as fast as the page can);
+//   - "wraf", "wevent": as "raf" and "event", with the socket on the Web Worker transport
+//     (`WebWorkerConnector`): the WebSocket lives in a worker and frames reach the page in
+//     batches, as the worker's `message` events (timed and woken on like WebSocket events: the
+//     page's `Worker` is replaced by a subclass the same way);
 // - "js": phoenix.js 1.8.16 (node_modules/phoenix/priv/static/phoenix.mjs), callbacks only.
 //
 // Callback time, the same way for every client: `window.WebSocket` is replaced by a subclass
@@ -65,6 +69,22 @@ for (const name of ["onopen", "onmessage", "onclose", "onerror"]) {
   });
 }
 window.WebSocket = TimedWebSocket;
+// The worker transport's batches arrive as Worker `message` events: timed and woken on alike.
+const NativeWorker = window.Worker;
+class TimedWorker extends NativeWorker {}
+for (const name of ["onmessage", "onerror"]) {
+  const d = Object.getOwnPropertyDescriptor(NativeWorker.prototype, name);
+  Object.defineProperty(TimedWorker.prototype, name, {
+    configurable: true,
+    get() {
+      return d.get.call(this);
+    },
+    set(f) {
+      d.set.call(this, typeof f === "function" ? timed(f, this) : f);
+    },
+  });
+}
+window.Worker = TimedWorker;
 
 function update(app) {
   const t = performance.now();
@@ -140,7 +160,7 @@ function eventLoop(step) {
   });
 }
 
-const loops = { raf: rafLoop, spin: spinLoop, event: eventLoop };
+const loops = { raf: rafLoop, spin: spinLoop, event: eventLoop, wraf: rafLoop, wevent: eventLoop };
 
 function deadline(secs, what) {
   const end = performance.now() + secs * 1000;
@@ -150,7 +170,7 @@ function deadline(secs, what) {
 }
 
 async function ourApp(driver, prefix) {
-  const app = new BenchApp(WS, topic(prefix));
+  const app = new BenchApp(WS, topic(prefix), driver.startsWith("w"));
   const check = deadline(15, "plugin join");
   await loops[driver](() => {
     check();
