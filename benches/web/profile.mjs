@@ -2,7 +2,7 @@
 // Profiler domain), self time summed per function (wasm functions by their name-section names).
 // Run after benches/web/run.mjs has built the page (it reuses $CARGO_TARGET_DIR/web_bench_dist):
 //
-//   node benches/web/profile.mjs [raf|event|js] [N] [burst|rtt]
+//   node benches/web/profile.mjs [raf|event|wraf|wevent|js] [N] [burst|rtt]   (wraf, wevent: the worker transport)
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { createReadStream, existsSync, statSync } from "node:fs";
