@@ -1094,6 +1094,21 @@ mod worker {
         panic!("the live worker count keeps changing: {last}");
     }
 
+    /// Whether dropping an `App` frees its transports here. After a test in this page panicked,
+    /// `std::thread::panicking()` stays true (wasm32 aborts the panic without unwinding, and the
+    /// runner goes on with the next test), and Bevy then leaks non-send resources, the
+    /// transports among them, when a `World` is dropped. So the app-drop checks hold only in a
+    /// run in which no earlier test failed (and a run with a failure is red anyway).
+    fn app_drop_frees_transports() -> bool {
+        if std::thread::panicking() {
+            wasm_bindgen_test::console_log!(
+                "an earlier test panicked: Bevy leaks dropped apps' transports now; app-drop check skipped"
+            );
+            return false;
+        }
+        true
+    }
+
     /// Waits (yielding) until at most `base` workers are live, for up to `secs`.
     async fn workers_back_to(base: usize, secs: u64, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -1470,7 +1485,9 @@ mod worker {
             "the old worker is gone"
         );
         drop(app);
-        workers_back_to(base, 5, "after the app was dropped").await;
+        if app_drop_frees_transports() {
+            workers_back_to(base, 5, "after the app was dropped").await;
+        }
     }
 
     /// `pagehide` closes the worker's socket cleanly (1000); the plugin reconnects after.
@@ -1611,13 +1628,17 @@ mod worker {
         })
         .await;
         drop(leaver);
-        pump_until(&mut watcher, 10, "leaver leaves after the drop", |w| {
-            users(w) == ["watcher"]
-        })
-        .await;
-        workers_back_to(base, 5, "after the drop").await;
+        if app_drop_frees_transports() {
+            pump_until(&mut watcher, 10, "leaver leaves after the drop", |w| {
+                users(w) == ["watcher"]
+            })
+            .await;
+            workers_back_to(base, 5, "after the drop").await;
+        }
 
         // 3. Many connections opened and dropped at once leave no worker behind.
+        // (Counted from here: a leaked app's worker, see above, stays.)
+        let base = WebWorkerConnector::live_workers();
         let many: Vec<_> = (0..8)
             .map(|_| {
                 WebWorkerConnector.connect(
