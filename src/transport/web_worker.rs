@@ -501,11 +501,14 @@ impl Inner {
                     .dyn_ref::<web_sys::ErrorEvent>()
                     .map(|e| e.message())
                     .unwrap_or_default();
-                shared
-                    .borrow_mut()
-                    .finish(TransportEvent::Failed(TransportError::Connect(format!(
-                        "the WebSocket worker failed: {detail}"
-                    ))));
+                let mut s = shared.borrow_mut();
+                let text = format!("the WebSocket worker failed: {detail}");
+                let error = if s.opened {
+                    TransportError::Io(text)
+                } else {
+                    TransportError::Connect(text)
+                };
+                s.finish(TransportEvent::Failed(error));
             })
         };
         worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
