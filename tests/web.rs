@@ -1059,3 +1059,596 @@ mod ewebsock {
         assert!(reply(&mut app, h).await.is_ok());
     }
 }
+
+// ----- the same with the WebSocket in a Web Worker (`WebWorkerConnector`) --------------------------
+
+/// The worker transport (src/transport/web_worker.rs): the socket lives in a dedicated Web Worker
+/// and frames cross to the page in batches. The same behaviour as the main-thread transport,
+/// plus what only it has: a worker to free, and a send backlog that is acknowledged by the
+/// worker.
+mod worker {
+    use super::*;
+    use bevy_phoenix_channels::transport::WebWorkerConnector;
+
+    fn app_worker() -> App {
+        app_worker_with(|s| s)
+    }
+
+    fn app_worker_with(f: impl FnOnce(SocketConfig) -> SocketConfig) -> App {
+        app_from(socket_config(server_url(), f).with_transport(WebWorkerConnector))
+    }
+
+    /// The live worker count once it has stopped changing: workers of earlier tests' closed
+    /// transports end within their grace period (1 s); a test that panicked leaves its workers
+    /// live for good, and they must not fail the next test.
+    async fn settled_workers() -> usize {
+        let mut last = WebWorkerConnector::live_workers();
+        for _ in 0..10 {
+            yield_ms(1_200).await;
+            let now = WebWorkerConnector::live_workers();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        panic!("the live worker count keeps changing: {last}");
+    }
+
+    /// Whether dropping an `App` frees its transports here. After a test in this page panicked,
+    /// `std::thread::panicking()` stays true (wasm32 aborts the panic without unwinding, and the
+    /// runner goes on with the next test), and Bevy then leaks non-send resources, the
+    /// transports among them, when a `World` is dropped. So the app-drop checks hold only in a
+    /// run in which no earlier test failed (and a run with a failure is red anyway).
+    fn app_drop_frees_transports() -> bool {
+        if std::thread::panicking() {
+            wasm_bindgen_test::console_log!(
+                "an earlier test panicked: Bevy leaks dropped apps' transports now; app-drop check skipped"
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Waits (yielding) until at most `base` workers are live, for up to `secs`.
+    async fn workers_back_to(base: usize, secs: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while WebWorkerConnector::live_workers() > base {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} worker(s) live after {secs} s, {base} before",
+                WebWorkerConnector::live_workers()
+            );
+            yield_ms(10).await;
+        }
+    }
+
+    /// Text and binary frames, both ways, in wire order through the worker (several rounds, so
+    /// batches of many frames cross in both directions); the stats count every frame; after
+    /// `close` nothing follows and sends fail.
+    #[wasm_bindgen_test]
+    async fn worker_transport_keeps_wire_order_of_text_and_binary_frames() {
+        let topic = unique("echo:web-wk-raw-");
+        let mut t = raw_joined_via(&WebWorkerConnector, &topic, |_| {}).await;
+        for round in 0..3 {
+            let (got, want) = wire_order_burst(&mut *t, &topic, round).await;
+            if got != want {
+                let first = got.iter().zip(&want).position(|(g, w)| g != w);
+                panic!(
+                    "round {round}: frames out of wire order; first difference at {first:?}\n \
+                     got: {got:#?}\nwant: {want:#?}"
+                );
+            }
+        }
+        let stats = t.stats();
+        assert_eq!(
+            (stats.messages_out, stats.messages_in),
+            (1 + 3 * 3 * 40, 1 + 3 * 5 * 40)
+        );
+        t.close();
+        assert!(!t.is_open());
+        yield_ms(50).await;
+        assert_eq!(t.poll(), None);
+        assert!(t.send(Transmit::Text("[]".into())).is_err());
+    }
+
+    /// The server's close reaches the page with its code, after the frames before it.
+    #[wasm_bindgen_test]
+    async fn worker_transport_reports_the_servers_close_code() {
+        let base = settled_workers().await;
+        let topic = unique("echo:web-wk-close-");
+        let mut t = raw_joined_via(&WebWorkerConnector, &topic, |_| {}).await;
+        t.send(Transmit::Text(
+            json!(["1", "2", &topic, "push_me", {"event": "last", "payload": {}}]).to_string(),
+        ))
+        .unwrap();
+        t.send(Transmit::Text(
+            json!(["1", "3", &topic, "disconnect_me", {}]).to_string(),
+        ))
+        .unwrap();
+        t.flush();
+        let evs = poll_events(&mut *t, 3, 10, "a push, its reply and the server's close").await;
+        assert_eq!(
+            describe(&evs[0]),
+            json!(["1", Value::Null, &topic, "last", {}])
+        );
+        assert_eq!(describe(&evs[1]), text_reply(&topic, 2, json!({})));
+        match &evs[2] {
+            TransportEvent::Closed(info) => {
+                assert_eq!((info.code, info.by_peer), (Some(1000), true), "{info:?}")
+            }
+            other => panic!("expected Closed, got {other:?}"),
+        }
+        assert!(!t.is_open());
+        yield_ms(20).await;
+        assert_eq!(t.poll(), None, "nothing after the terminal event");
+        // The worker is terminated at once on a terminal event, before the drop.
+        assert_eq!(WebWorkerConnector::live_workers(), base);
+        drop(t);
+    }
+
+    /// The auth token's subprotocols reach the server through the worker, and the one it
+    /// picked comes back; a subprotocol the browser refuses fails the connect with the hint.
+    #[wasm_bindgen_test]
+    async fn worker_transport_offers_subprotocols_and_names_a_refused_one() {
+        let url = format!("{}/websocket?vsn=2.0.0", server_url());
+        let mut req = ConnectRequest::new(url.clone());
+        req.subprotocols = bevy_phoenix_channels::protocol::config::auth_subprotocols("good-token");
+        let mut t = WebWorkerConnector.connect(req, &NetworkWaker::none());
+        let evs = poll_events(&mut *t, 1, 10, "open").await;
+        assert_eq!(
+            evs,
+            [TransportEvent::Opened {
+                protocol: Some("phoenix".into())
+            }]
+        );
+        t.close();
+
+        let mut t = WebWorkerConnector.connect(
+            ConnectRequest {
+                subprotocols: vec!["phoenix".into(), "base64url.bearer.phx.Pz8/".into()],
+                ..ConnectRequest::new(url)
+            },
+            &NetworkWaker::none(),
+        );
+        let evs = poll_events(&mut *t, 1, 10, "the connect failure").await;
+        match &evs[0] {
+            TransportEvent::Failed(TransportError::Connect(msg)) => {
+                assert!(msg.contains("cannot be sent from a browser"), "{msg}")
+            }
+            other => panic!("expected a connect failure, got {other:?}"),
+        }
+        // Nothing listening: a connect failure too.
+        let mut t = WebWorkerConnector.connect(
+            ConnectRequest::new("ws://127.0.0.1:9/socket/websocket"),
+            &NetworkWaker::none(),
+        );
+        t.send(Transmit::Text("[]".into())).unwrap();
+        t.flush();
+        let evs = poll_events(&mut *t, 1, 10, "the refused connect").await;
+        assert!(
+            matches!(
+                &evs[..],
+                [TransportEvent::Failed(TransportError::Connect(_))]
+            ),
+            "{evs:?}"
+        );
+    }
+
+    /// Incoming frames over `max_frame_size` end the connection with `FrameTooLarge`.
+    #[wasm_bindgen_test]
+    async fn worker_transport_enforces_max_frame_size() {
+        const MAX: usize = 600;
+        for binary in [false, true] {
+            let topic = unique("echo:web-wk-big-");
+            let mut t =
+                raw_joined_via(&WebWorkerConnector, &topic, |r| r.max_frame_size = MAX).await;
+            let frame = if binary {
+                Transmit::Binary(
+                    wire::encode_binary_push("1", "2", &topic, "binary", &[7u8; 1000]).unwrap(),
+                )
+            } else {
+                Transmit::Text(
+                    json!(["1", "2", &topic, "echo", { "pad": "x".repeat(1000) }]).to_string(),
+                )
+            };
+            t.send(frame).unwrap();
+            t.flush();
+            let evs = poll_events(&mut *t, 1, 10, "the too-large reply").await;
+            match &evs[..] {
+                [TransportEvent::Failed(TransportError::FrameTooLarge { size, max })] => {
+                    assert!(*size > 1000 && *max == MAX, "{size} {max}");
+                }
+                other => panic!("binary={binary}: expected FrameTooLarge, got {other:?}"),
+            }
+            assert!(!t.is_open());
+        }
+    }
+
+    /// `send_backlog` counts what `send` accepted until the worker's socket took it: frames not
+    /// yet flushed, then frames posted and not acknowledged, and it drains to 0 once the worker
+    /// acknowledges them (with no frame received in between to carry the acknowledgement).
+    #[wasm_bindgen_test]
+    async fn worker_transport_send_backlog_counts_until_the_worker_acknowledges() {
+        let topic = unique("echo:web-wk-backlog-");
+        let mut t = raw_joined_via(&WebWorkerConnector, &topic, |_| {}).await;
+        assert_eq!(t.send_backlog(), 0);
+        let mut total = 0;
+        for i in 0..4u8 {
+            // Fire-and-forget-like frames: the server never replies to "noreply".
+            let frame = wire::encode_binary_push(
+                "1",
+                &(10 + u32::from(i)).to_string(),
+                &topic,
+                "noreply",
+                &[i; 50_000],
+            )
+            .unwrap();
+            total += frame.len();
+            t.send(Transmit::Binary(frame)).unwrap();
+        }
+        assert_eq!(t.send_backlog(), total, "accepted, not flushed");
+        t.flush();
+        assert!(
+            t.send_backlog() >= total,
+            "posted, not acknowledged yet: {} < {total}",
+            t.send_backlog()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while t.send_backlog() != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "backlog stuck at {}",
+                t.send_backlog()
+            );
+            if let Some(ev) = t.poll() {
+                panic!("nothing was asked for: {ev:?}");
+            }
+            t.flush();
+            yield_ms(5).await;
+        }
+        assert!(t.is_open());
+        t.close();
+    }
+
+    /// The hidden-tab keepalive works from the worker: silent while the app polls, heartbeats
+    /// when it stops; the replies are consumed and counted, never returned.
+    #[wasm_bindgen_test]
+    async fn worker_transport_keepalive_speaks_only_while_nobody_polls() {
+        let mut t = WebWorkerConnector.connect(
+            ConnectRequest {
+                keepalive: Some(Duration::from_millis(200)),
+                ..ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url()))
+            },
+            &NetworkWaker::none(),
+        );
+        let opened = poll_events(&mut *t, 1, 10, "open").await;
+        assert!(
+            matches!(opened[0], TransportEvent::Opened { .. }),
+            "{opened:?}"
+        );
+        let until = Instant::now() + Duration::from_millis(1_000);
+        while Instant::now() < until {
+            if let Some(ev) = t.poll() {
+                panic!("nothing was asked for: {ev:?}");
+            }
+            yield_ms(20).await;
+        }
+        assert_eq!(t.stats().keepalives_sent, 0);
+        yield_ms(1_500).await;
+        let mut got = Vec::new();
+        while let Some(ev) = t.poll() {
+            got.push(ev);
+        }
+        // The replies to the last heartbeats may still be on their way: wait for them.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while t.stats().keepalive_replies != t.stats().keepalives_sent {
+            assert!(Instant::now() < deadline, "{:?}", t.stats());
+            while let Some(ev) = t.poll() {
+                got.push(ev);
+            }
+            yield_ms(20).await;
+        }
+        let stats = t.stats();
+        assert!(
+            (3..=10).contains(&stats.keepalives_sent),
+            "{stats:?}: one heartbeat per 200 ms for 1.5 s"
+        );
+        assert!(got.is_empty(), "nothing for the app: {got:?}");
+        assert_eq!(stats.messages_in, 0, "{stats:?}");
+        t.close();
+    }
+
+    /// A frozen app on the worker transport keeps its connection to a server that closes
+    /// websockets after 1.5 s of silence.
+    #[wasm_bindgen_test]
+    async fn worker_plugin_keeps_its_connection_while_the_app_is_frozen() {
+        let mut app = app_from(
+            socket_config(idle_server_url(), |s| {
+                s.with_heartbeat(Duration::from_millis(500))
+            })
+            .with_transport(WebWorkerConnector),
+        );
+        let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-wk-frozen-"))).await;
+        yield_ms(4_000).await;
+        let h = push(
+            &mut app,
+            PushMessage::json(ch, "echo", &json!({"after": "freeze"})).unwrap(),
+        );
+        assert!(reply(&mut app, h).await.is_ok());
+        let l = log(&app);
+        assert!(l.disconnected.is_empty(), "{:?}", l.disconnected);
+        assert_eq!((l.connected, l.joined.len()), (1, 1));
+    }
+
+    /// The plugin on the worker transport: join, JSON push/reply, binary both ways (a 256 KiB
+    /// one too), a server broadcast (text and binary), the auth token.
+    #[wasm_bindgen_test]
+    async fn worker_plugin_joins_pushes_and_gets_replies_broadcasts_and_binary() {
+        let mut app = app_worker_with(|s| s.with_auth_token("good-token"));
+        let topic = unique("room:web-wk-");
+        let ch = joined(
+            &mut app,
+            PhoenixChannel::new(&topic)
+                .with_payload(&json!({"user_id": "wk-alice"}))
+                .unwrap(),
+        )
+        .await;
+        let body = json!({"hello": "worker", "s": "é ✓"});
+        let h = push(&mut app, PushMessage::json(ch, "shout", &body).unwrap());
+        assert!(reply(&mut app, h).await.is_ok());
+        pump_until(&mut app, 10, "the text broadcast", |w| {
+            w.resource::<Log>()
+                .messages
+                .iter()
+                .any(|m| &*m.event == "shout")
+        })
+        .await;
+        let m = log(&app)
+            .messages
+            .iter()
+            .find(|m| &*m.event == "shout")
+            .unwrap();
+        assert_eq!((m.channel, m.broadcast), (ch, true));
+        assert_eq!(m.decode::<Value>().unwrap(), body);
+
+        let data = vec![0xde_u8, 0xad, 0xbe, 0xef];
+        let h = push(
+            &mut app,
+            PushMessage::binary(ch, "shout_binary", data.clone()),
+        );
+        assert!(reply(&mut app, h).await.is_ok());
+        pump_until(&mut app, 10, "the binary broadcast", |w| {
+            w.resource::<Log>()
+                .messages
+                .iter()
+                .any(|m| &*m.event == "shout_binary")
+        })
+        .await;
+        let m = log(&app)
+            .messages
+            .iter()
+            .find(|m| &*m.event == "shout_binary")
+            .unwrap();
+        assert_eq!(m.payload.as_bytes(), Some(&data[..]));
+
+        let echo = joined(&mut app, PhoenixChannel::new(unique("echo:web-wk-"))).await;
+        let h = push(
+            &mut app,
+            PushMessage::json(echo, "whoami", &json!({})).unwrap(),
+        );
+        assert_eq!(
+            reply(&mut app, h)
+                .await
+                .response()
+                .unwrap()
+                .decode::<Value>()
+                .unwrap(),
+            json!({"auth_token": "good-token"})
+        );
+        let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+        let h = push(&mut app, PushMessage::binary(echo, "binary", big.clone()));
+        let r = reply(&mut app, h).await;
+        assert!(r.response().and_then(Payload::as_bytes) == Some(&big[..]));
+        let l = log(&app);
+        assert!(l.errored.is_empty() && l.disconnected.is_empty());
+    }
+
+    /// A server-initiated close: the plugin reconnects (a new worker) and rejoins, and the
+    /// first connection's worker is freed.
+    #[wasm_bindgen_test]
+    async fn worker_plugin_reconnects_and_rejoins_after_a_server_disconnect() {
+        let base = settled_workers().await;
+        let mut app = app_worker();
+        let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-wk-recon-"))).await;
+        assert_eq!(WebWorkerConnector::live_workers(), base + 1);
+        push(
+            &mut app,
+            PushMessage::json(ch, "disconnect_me", &json!({}))
+                .unwrap()
+                .fire_and_forget(),
+        );
+        pump_until(&mut app, 10, "disconnect, reconnect and rejoin", |w| {
+            let l = w.resource::<Log>();
+            !l.disconnected.is_empty() && l.connected == 2 && l.joined.iter().any(|j| j.rejoin)
+        })
+        .await;
+        let reason = format!("{:?}", log(&app).disconnected[0].reason);
+        assert!(reason.contains("code: Some(1000)"), "{reason}");
+        let h = push(
+            &mut app,
+            PushMessage::json(ch, "echo", &json!({"after": "rejoin"})).unwrap(),
+        );
+        assert!(reply(&mut app, h).await.is_ok());
+        assert_eq!(
+            WebWorkerConnector::live_workers(),
+            base + 1,
+            "the old worker is gone"
+        );
+        drop(app);
+        if app_drop_frees_transports() {
+            workers_back_to(base, 5, "after the app was dropped").await;
+        }
+    }
+
+    /// `pagehide` closes the worker's socket cleanly (1000); the plugin reconnects after.
+    #[wasm_bindgen_test]
+    async fn worker_plugin_closes_cleanly_on_pagehide_and_reconnects_after() {
+        let mut app = app_worker();
+        let ch = joined(
+            &mut app,
+            PhoenixChannel::new(unique("echo:web-wk-pagehide-")),
+        )
+        .await;
+        web_sys::window()
+            .unwrap()
+            .dispatch_event(&web_sys::Event::new("pagehide").unwrap())
+            .unwrap();
+        pump_until(&mut app, 10, "clean close, reconnect and rejoin", |w| {
+            let l = w.resource::<Log>();
+            !l.disconnected.is_empty() && l.connected == 2 && l.joined.iter().any(|j| j.rejoin)
+        })
+        .await;
+        let reason = format!("{:?}", log(&app).disconnected[0].reason);
+        assert!(reason.contains("code: Some(1000)"), "{reason}");
+        let h = push(
+            &mut app,
+            PushMessage::json(ch, "echo", &json!({"after": "pagehide"})).unwrap(),
+        );
+        assert!(reply(&mut app, h).await.is_ok());
+    }
+
+    /// Pushes past `max_send_backlog` in one frame end as dropped (send queue full), every push
+    /// ends in exactly one outcome, and once the worker has acknowledged the batch a push goes
+    /// out again: the backlog it reports drains.
+    #[wasm_bindgen_test]
+    async fn worker_plugin_bounds_the_send_backlog_and_drains_it() {
+        let mut app = app_worker_with(|s| s.with_max_send_backlog(10_000));
+        let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-wk-bound-"))).await;
+        let pad = "p".repeat(4_000);
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                push(
+                    &mut app,
+                    PushMessage::json(ch, "echo", &json!({"i": i, "pad": pad})).unwrap(),
+                )
+            })
+            .collect();
+        let last = *handles.last().unwrap();
+        pump_until(&mut app, 10, "an outcome for every push", |w| {
+            let replies = &w.resource::<Log>().replies;
+            handles
+                .iter()
+                .all(|h| replies.iter().any(|r| r.handle == *h))
+        })
+        .await;
+        let _ = last;
+        let l = log(&app);
+        let mut ok = 0;
+        let mut full = 0;
+        for h in &handles {
+            let outcomes: Vec<_> = l.replies.iter().filter(|r| r.handle == *h).collect();
+            assert_eq!(outcomes.len(), 1, "exactly one outcome: {outcomes:?}");
+            match &outcomes[0].outcome {
+                PushOutcome::Ok(_) => ok += 1,
+                PushOutcome::Dropped(DropReason::SendQueueFull) => full += 1,
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+        assert!(ok >= 1 && full >= 1, "ok {ok}, dropped {full}");
+        // Later pushes go out: the worker acknowledged the batch, the backlog is back to 0.
+        for _ in 0..3 {
+            let h = push(
+                &mut app,
+                PushMessage::json(ch, "echo", &json!({"pad": pad})).unwrap(),
+            );
+            assert!(reply(&mut app, h).await.is_ok());
+        }
+    }
+
+    /// `close` and drop end the socket (the server sees the user leave the room's presence)
+    /// and terminate the worker.
+    #[wasm_bindgen_test]
+    async fn worker_close_and_drop_free_the_socket_and_the_worker() {
+        let base = settled_workers().await;
+        let topic = unique("room:web-wk-free-");
+        // The watcher is on the main-thread transport, so every live worker is the leaver's.
+        let mut watcher = app();
+        let wch = joined(
+            &mut watcher,
+            PhoenixChannel::new(&topic)
+                .with_payload(&json!({"user_id": "watcher"}))
+                .unwrap(),
+        )
+        .await;
+        let users = |w: &mut World| -> Vec<String> {
+            let mut v: Vec<String> = w
+                .get::<ChannelPresence>(wch)
+                .map(|p| p.state.keys().map(|k| k.to_string()).collect())
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+
+        // 1. `close` on a raw transport.
+        let mut t = WebWorkerConnector.connect(
+            ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url())),
+            &NetworkWaker::none(),
+        );
+        t.send(Transmit::Text(
+            json!(["1", "1", &topic, "phx_join", {"user_id": "raw"}]).to_string(),
+        ))
+        .unwrap();
+        t.flush();
+        poll_events(&mut *t, 2, 10, "open and join reply").await;
+        assert_eq!(WebWorkerConnector::live_workers(), base + 1);
+        pump_until(&mut watcher, 10, "raw joins", |w| {
+            users(w) == ["raw", "watcher"]
+        })
+        .await;
+        t.close();
+        pump_until(&mut watcher, 10, "raw leaves after close", |w| {
+            users(w) == ["watcher"]
+        })
+        .await;
+        workers_back_to(base, 5, "after close").await;
+        drop(t);
+
+        // 2. Dropping a plugin app whose socket is on the worker transport.
+        let mut leaver = app_worker();
+        joined(
+            &mut leaver,
+            PhoenixChannel::new(&topic)
+                .with_payload(&json!({"user_id": "leaver"}))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(WebWorkerConnector::live_workers(), base + 1);
+        pump_until(&mut watcher, 10, "leaver joins", |w| {
+            users(w) == ["leaver", "watcher"]
+        })
+        .await;
+        drop(leaver);
+        if app_drop_frees_transports() {
+            pump_until(&mut watcher, 10, "leaver leaves after the drop", |w| {
+                users(w) == ["watcher"]
+            })
+            .await;
+            workers_back_to(base, 5, "after the drop").await;
+        }
+
+        // 3. Many connections opened and dropped at once leave no worker behind.
+        // (Counted from here: a leaked app's worker, see above, stays.)
+        let base = WebWorkerConnector::live_workers();
+        let many: Vec<_> = (0..8)
+            .map(|_| {
+                WebWorkerConnector.connect(
+                    ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url())),
+                    &NetworkWaker::none(),
+                )
+            })
+            .collect();
+        assert_eq!(WebWorkerConnector::live_workers(), base + 8);
+        drop(many);
+        workers_back_to(base, 5, "after dropping 8 connections").await;
+    }
+}

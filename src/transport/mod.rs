@@ -36,6 +36,21 @@
 //! error all look alike, so [`TransportError::Refused`] never occurs there; any failure before the
 //! open is reported as [`TransportError::Connect`]. [`TlsConfig`] is ignored (the browser trusts
 //! what it trusts).
+//!
+//! ## The WebSocket in a Web Worker ([`WebWorkerConnector`])
+//! The browser delivers every WebSocket message as its own event on the page's main thread,
+//! where the game renders: in headless Chromium about 30–35 µs of the browser's own work per
+//! message, whichever client listens (BENCHMARKS.md, "The browser"). With
+//! `PhoenixSocketConfig::with_transport(WebWorkerConnector)` the socket lives in a dedicated
+//! worker instead (plain JavaScript from a Blob URL: nothing to serve, no bundler). The worker
+//! packs the frames it receives into one buffer and posts a batch (the first frame after an
+//! empty queue schedules the post with `setTimeout(0)`, so a lone frame is not held back and a
+//! burst coalesces); the main thread copies each batch into wasm memory once. Frames sent in
+//! one frame of the app go to the worker in one message at `flush`. The hidden-tab keepalive,
+//! the clean close on `pagehide`, `send_backlog` (frames not yet taken by the worker's socket
+//! plus its `bufferedAmount`), frame order and the events are as in the main-thread transport.
+//! The cost is one more thread hop each way (latency, see BENCHMARKS.md); it pays off when the
+//! main thread is the bottleneck and many messages arrive per frame. Not the default.
 
 use std::fmt;
 #[cfg(not(target_arch = "wasm32"))]
@@ -54,6 +69,8 @@ mod tls;
 mod wait;
 #[cfg(target_arch = "wasm32")]
 mod web;
+#[cfg(target_arch = "wasm32")]
+mod web_worker;
 
 #[cfg(not(target_arch = "wasm32"))]
 use native as imp;
@@ -432,6 +449,84 @@ impl PhoenixConnector for BuiltinConnector {
 
     fn name(&self) -> &str {
         "builtin"
+    }
+}
+
+/// Opens the built-in web transport with the browser `WebSocket` in a dedicated Web Worker, so
+/// the page's main thread handles received frames in batches (one event per batch instead of
+/// one per frame) and sends each app frame's frames in one message. See the module docs
+/// ("The WebSocket in a Web Worker") for what it changes and costs.
+///
+/// Set it per socket with
+/// [`PhoenixSocketConfig::with_transport`](crate::plugin::PhoenixSocketConfig::with_transport).
+/// Natively, where there is no page main thread to spare, it opens the built-in [`Transport`]
+/// (the same as [`BuiltinConnector`]), so a game can set it on every target.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebWorkerConnector;
+
+impl WebWorkerConnector {
+    /// Web Workers started by this thread's worker transports and not yet terminated (a
+    /// closed or dropped transport's worker is terminated within a second). Always 0 natively.
+    pub fn live_workers() -> usize {
+        #[cfg(target_arch = "wasm32")]
+        return web_worker::live_workers();
+        #[cfg(not(target_arch = "wasm32"))]
+        0
+    }
+}
+
+impl PhoenixConnector for WebWorkerConnector {
+    fn connect(&self, req: ConnectRequest, waker: &NetworkWaker) -> Box<dyn PhoenixTransport> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = waker;
+            Box::new(WorkerTransport {
+                inner: web_worker::Inner::connect(req),
+            })
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        Box::new(Transport::connect_waking(req, waker))
+    }
+
+    fn name(&self) -> &str {
+        "web-worker"
+    }
+}
+
+/// The worker transport ([`WebWorkerConnector`]).
+#[cfg(target_arch = "wasm32")]
+struct WorkerTransport {
+    inner: web_worker::Inner,
+}
+
+#[cfg(target_arch = "wasm32")]
+impl PhoenixTransport for WorkerTransport {
+    fn poll(&mut self) -> Option<TransportEvent> {
+        self.inner.poll()
+    }
+
+    fn send(&mut self, frame: Transmit) -> Result<(), TransportError> {
+        self.inner.send(frame)
+    }
+
+    fn flush(&mut self) {
+        self.inner.flush()
+    }
+
+    fn close(&mut self) {
+        self.inner.close()
+    }
+
+    fn is_open(&self) -> bool {
+        self.inner.is_open()
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.inner.stats()
+    }
+
+    fn send_backlog(&self) -> usize {
+        self.inner.send_backlog()
     }
 }
 
