@@ -10,7 +10,9 @@ process per run (so the client's numbers are the client's alone), and prints per
 of client CPU per message, resident memory per socket, messages received per second, and the idle
 frame of the Rust swarm, with phoenix.js / Rust ratios. Needs node (benches/js, `npm ci` there).
 Each `--variant LABEL=ARGS` adds a Rust row run with those extra swarm arguments (interleaved too);
-ratios are to the first Rust row.
+ratios are to the first Rust row. ARGS starting with `@PATH` run the swarm binary at PATH instead of
+this checkout's (an A/B of two builds: copy the other build's `release/examples/swarm` aside first).
+`--no-js` leaves phoenix.js out.
 """
 
 import argparse
@@ -80,12 +82,13 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rate", type=float, default=5)
     ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--no-js", action="store_true")
     a = ap.parse_args()
     variants = [("rust", "bevy_phoenix_channels", [])]
     for v in a.variant:
         label, _, args = v.partition("=")
         variants.append((f"rust:{label}", f"bevy_phoenix_channels, {label}", args.split()))
-    clients = [k for k, _, _ in variants] + ["js"]
+    clients = [k for k, _, _ in variants] + ([] if a.no_js else ["js"])
     labels = {k: label for k, label, _ in variants} | {"js": "phoenix.js 1.8.16"}
     extra = {k: args for k, _, args in variants}
     sizes = [int(s) for s in a.sizes.split(",")]
@@ -108,8 +111,12 @@ def main():
                 proc, url = start_server()
                 try:
                     if client != "js":
-                        res = run([swarm, "--bots", str(n), "--rate", str(a.rate), "--seconds", str(a.seconds),
-                                   "--url", url, "--json"] + extra[client])
+                        args = extra[client]
+                        exe = swarm
+                        if args and args[0].startswith("@"):
+                            exe, args = args[0][1:], args[1:]
+                        res = run([exe, "--bots", str(n), "--rate", str(a.rate), "--seconds", str(a.seconds),
+                                   "--url", url, "--json"] + args)
                     else:
                         res = run(["node", "swarm.mjs", url, str(n), str(rooms), str(a.rate), str(a.seconds)], cwd=js)
                 finally:

@@ -486,3 +486,54 @@ fn interleaved_messages_of_two_channels_name_their_own_entities() {
     assert_eq!(got, want);
     assert_eq!(log(&app).closed.len(), 1, "a closed in the same frame");
 }
+
+/// A burst far longer than the receive pass's drain interval (the core's events go out every
+/// few hundred transport frames, while they are in cache) arrives whole and in order in one
+/// update, with a channel closing in the middle of it: nothing is lost or repeated at the
+/// drain points, and the closed channel's status is current after the update.
+#[test]
+fn a_long_burst_with_a_close_inside_arrives_whole_and_in_order_in_one_update() {
+    let (mut app, wire) = app_with_double(false);
+    pump_until(&mut app, 10, "a connect", |_| wire.count() == 1);
+    let line = wire.line(0);
+    deliver(&line, TransportEvent::Opened { protocol: None });
+    let (ta, tb) = ("room:a", "room:b");
+    let a = app.world_mut().spawn(PhoenixChannel::new(ta)).id();
+    let b = app.world_mut().spawn(PhoenixChannel::new(tb)).id();
+    let (ja, ra) = join_sent(&mut app, &line, ta);
+    let (jb, rb) = join_sent(&mut app, &line, tb);
+    reply_ok(&line, &ja, &ra, ta);
+    reply_ok(&line, &jb, &rb, tb);
+    pump_until(&mut app, 10, "both joined", |w| {
+        w.resource::<Log>().joined.len() == 2
+    });
+    let before = log(&app).messages.len();
+    // 1,000 ticks on a (not a multiple of any drain interval), b closed after the 300th.
+    const N: u64 = 1000;
+    for n in 0..N {
+        deliver(
+            &line,
+            text(json!([Value::Null, Value::Null, ta, "tick", {"n": n}])),
+        );
+        if n == 299 {
+            deliver(&line, text(json!([jb, jb, tb, "phx_close", {}])));
+        }
+    }
+    let mut updates = 0;
+    pump_until(&mut app, 10, "every tick", |w| {
+        updates += 1;
+        w.resource::<Log>().messages.len() as u64 >= before as u64 + N
+    });
+    assert_eq!(updates, 1, "the burst is within one frame's read budget");
+    let got: Vec<u64> = log(&app).messages[before..]
+        .iter()
+        .map(|m| {
+            assert_eq!(m.channel, a);
+            m.decode::<Value>().unwrap()["n"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "each tick once, in order");
+    assert_eq!(log(&app).closed.len(), 1, "b closed within the burst");
+    let status = app.world().get::<ChannelStatus>(b).map(|s| s.0);
+    assert_eq!(status, Some(ChannelState::Closed));
+}

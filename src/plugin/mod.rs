@@ -905,6 +905,10 @@ fn compact_timers(
         .collect();
 }
 
+/// Transport frames between two drains of a socket's core events inside the receive pass: a
+/// burst's events go out while they are still in cache, and the core's queue stays small.
+const DRAIN_EVERY: usize = 256;
+
 /// PreUpdate: poll the transports that have something, feed the cores, fire due timers, send
 /// what that produced. Only active sockets are visited: those whose transport the readiness
 /// set reported or that are not in it, those with a due timer or a send backlog, and those
@@ -915,6 +919,7 @@ fn receive_system(
     mut transports: NonSendMut<PhoenixTransports>,
     mut sockets: Query<(Entity, &mut PhoenixSocket, &mut SocketStatus)>,
     mut visit: Local<Vec<Entity>>,
+    mut sinks: Sinks,
 ) {
     let now = clock.now(&time);
     let transports = &mut *transports;
@@ -979,6 +984,9 @@ fn receive_system(
                     break;
                 };
                 budget -= 1;
+                if budget % DRAIN_EVERY == 0 && sock.core.has_events() {
+                    sinks.drain(entity, sock);
+                }
                 match ev {
                     TransportEvent::Text(s) => sock.core.handle_text(now, s),
                     TransportEvent::Binary(b) => sock.core.handle_binary(now, b),
