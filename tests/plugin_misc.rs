@@ -518,3 +518,73 @@ fn channel_without_a_socket_is_closed() {
         PushOutcome::Dropped(DropReason::ChannelClosed)
     );
 }
+
+// ----- sockets spawned early, sockets replaced ---------------------------------------------
+
+/// A socket spawned before the plugin was added (so before the plugin could see it being
+/// inserted) still starts: the first send pass looks at every socket once.
+#[test]
+fn a_socket_spawned_before_the_plugin_connects() {
+    let server = Server::start();
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins);
+    let s = app
+        .world_mut()
+        .spawn(PhoenixSocket::new(config(&server.url)))
+        .id();
+    app.add_plugins(PhoenixChannelsPlugin::default())
+        .init_resource::<Log>()
+        .add_systems(Update, collect);
+    pump_until(&mut app, 10, "connected", |w| {
+        w.resource::<Log>().connected.iter().any(|c| c.entity == s)
+    });
+}
+
+/// Inserting a new `PhoenixSocket` over an existing one ends the old one as a despawn would
+/// (its pushes dropped, its channels closed, its connection closed) and starts the new one.
+#[test]
+fn replacing_a_socket_component_ends_the_old_socket_and_starts_the_new() {
+    let server = Server::start();
+    let old = phoenix_test_server::start().unwrap();
+    let new = phoenix_test_server::start().unwrap();
+    let mut app = app(config(&server.url));
+    let s2 = app
+        .world_mut()
+        .spawn(PhoenixSocket::new(config(&old.url())))
+        .id();
+    let topic = unique("echo:replaced-");
+    let ch = join(&mut app, PhoenixChannel::new(&topic).on_socket(s2));
+    wait_joined(&mut app, ch);
+    let base = old.frames_received();
+    let in_flight = push(
+        &mut app,
+        PushMessage::json(ch, "slow", &json!({"ms": 5000})).unwrap(),
+    );
+    pump_until(&mut app, 5, "slow push sent", |_| {
+        old.frames_received() > base
+    });
+    app.world_mut()
+        .entity_mut(s2)
+        .insert(PhoenixSocket::new(config(&new.url())));
+    pump_until(&mut app, 10, "the new socket connected", |w| {
+        w.resource::<Log>()
+            .connected
+            .iter()
+            .filter(|c| c.entity == s2)
+            .count()
+            == 2
+    });
+    let r = replies_for(&app, in_flight);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(matches!(r[0].outcome, PushOutcome::Dropped(_)), "{r:?}");
+    assert_eq!(channel_state(&app, ch), Some(ChannelState::Closed));
+    pump_until(&mut app, 5, "the old connection closed", |_| {
+        old.open_connections() == 0
+    });
+    assert_eq!(new.open_connections(), 1);
+    // The new socket works: a channel on it joins and echoes.
+    let ch2 = join(&mut app, PhoenixChannel::new(&topic).on_socket(s2));
+    wait_joined(&mut app, ch2);
+    let h = push(&mut app, PushMessage::json(ch2, "echo", &7).unwrap());
+    assert!(matches!(reply(&mut app, h).outcome, PushOutcome::Ok(_)));
+}

@@ -163,6 +163,26 @@ impl Default for PhoenixTransports {
     }
 }
 
+/// The sockets that need a look this frame beyond what the readiness set and the timer heap
+/// report, kept as lists so that no pass reads every socket (or its change ticks) each frame:
+/// only the plugin's own systems change a socket's core, and each says which ones it changed.
+#[derive(Resource, Default)]
+struct Activity {
+    /// Inserted since the send pass last ran: it starts them.
+    inserted: Vec<Entity>,
+    /// Changed by the send pass, or inserted: the next receive pass visits them.
+    revisit: Vec<Entity>,
+    /// Sockets whose core may hold events (visited or changed since the last emit); the emit
+    /// pass drains and clears them.
+    emit: Vec<Entity>,
+}
+
+/// A socket component was inserted (spawned, or replaced): the send pass starts it.
+fn socket_inserted(ev: On<Insert, PhoenixSocket>, mut activity: ResMut<Activity>) {
+    activity.inserted.push(ev.entity);
+    activity.revisit.push(ev.entity);
+}
+
 /// One socket's transport.
 struct Link {
     transport: Box<dyn PhoenixTransport>,
@@ -310,6 +330,7 @@ impl PhoenixTransports {
 impl Plugin for PhoenixChannelsPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<PhoenixClock>()
+            .init_resource::<Activity>()
             .init_non_send::<PhoenixTransports>()
             .add_message::<JoinChannel>()
             .add_message::<PushMessage>()
@@ -338,17 +359,18 @@ impl Plugin for PhoenixChannelsPlugin {
             .configure_sets(PostUpdate, PhoenixSystems::Send)
             .add_systems(
                 PreUpdate,
-                (receive_system, emit_system.run_if(core_has_events))
+                (receive_system, emit_system.run_if(some_core_has_events))
                     .chain_ignore_deferred()
                     .in_set(PhoenixSystems::Receive),
             )
             .add_systems(
                 PostUpdate,
-                (send_system, emit_system.run_if(core_has_events))
+                (send_system, emit_system.run_if(some_core_has_events))
                     .chain_ignore_deferred()
                     .in_set(PhoenixSystems::Send),
             )
-            .add_observer(socket_removed);
+            .add_observer(socket_removed)
+            .add_observer(socket_inserted);
         #[cfg(not(target_arch = "wasm32"))]
         app.configure_sets(Last, PhoenixSystems::Wait).add_systems(
             Last,
@@ -723,11 +745,12 @@ impl Sinks<'_, '_> {
     }
 }
 
-/// A socket entity is going away (despawned, or its component removed): its pushes and
-/// channels end now, so every push still gets exactly one outcome and every channel entity
-/// ends `Closed`. The send system closes its transport.
+/// A socket is going away (despawned, its component removed, or replaced by a new one): its
+/// pushes and channels end now, so every push still gets exactly one outcome and every channel
+/// entity ends `Closed`. The send system closes its transport (a replacing socket's start
+/// does).
 fn socket_removed(
-    ev: On<Remove, PhoenixSocket>,
+    ev: On<Discard, PhoenixSocket>,
     clock: Res<PhoenixClock>,
     time: Res<Time<Real>>,
     mut sockets: Query<&mut PhoenixSocket>,
@@ -845,14 +868,12 @@ struct SendSinks<'w, 's> {
     >,
 }
 
-/// Run condition of [`emit_system`]: some socket changed since the condition last ran has
+/// Run condition of [`emit_system`]: a socket visited or changed since the last emit has
 /// events queued (a core only gains events when the plugin changes its socket). On an idle
 /// frame this is all that runs, so the dozen message writers are not even fetched, and it
-/// reads no socket at all: only Bevy's change ticks.
-fn core_has_events(sockets: Query<Ref<PhoenixSocket>>) -> bool {
-    sockets
-        .iter()
-        .any(|s| s.is_changed() && s.core.has_events())
+/// reads no socket at all.
+fn some_core_has_events(activity: Res<Activity>) -> bool {
+    !activity.emit.is_empty()
 }
 
 /// Turns the events every core has queued into messages, events and component updates.
@@ -861,12 +882,16 @@ fn core_has_events(sockets: Query<Ref<PhoenixSocket>>) -> bool {
 /// thread costs more than it does.
 fn emit_system(
     _main_thread: NonSendMarker,
-    mut sockets: Query<(Entity, &mut PhoenixSocket)>,
+    mut activity: ResMut<Activity>,
+    mut sockets: Query<&mut PhoenixSocket>,
     mut sinks: Sinks,
 ) {
-    for (entity, mut sock) in &mut sockets {
-        if sock.is_changed() && sock.core.has_events() {
-            // Draining only reads the core otherwise: not a change the receive pass must see.
+    let activity = activity.bypass_change_detection();
+    for entity in activity.emit.drain(..) {
+        if let Ok(mut sock) = sockets.get_mut(entity)
+            && sock.core.has_events()
+        {
+            // Draining only reads the core otherwise: not a change.
             sinks.drain(entity, sock.bypass_change_detection());
         }
     }
@@ -896,7 +921,7 @@ fn compact_timers(
     transports: &mut PhoenixTransports,
     sockets: &Query<(Entity, &mut PhoenixSocket, &mut SocketStatus)>,
 ) {
-    if transports.timers.len() <= 256 || transports.timers.len() <= 2 * sockets.iter().count() {
+    if transports.timers.len() <= 256 || transports.timers.len() <= 2 * sockets.iter().len() {
         return;
     }
     transports.timers = sockets
@@ -919,9 +944,11 @@ fn receive_system(
     mut transports: NonSendMut<PhoenixTransports>,
     mut sockets: Query<(Entity, &mut PhoenixSocket, &mut SocketStatus)>,
     mut visit: Local<Vec<Entity>>,
+    mut activity: ResMut<Activity>,
     mut sinks: Sinks,
 ) {
     let now = clock.now(&time);
+    let activity = activity.bypass_change_detection();
     let transports = &mut *transports;
     visit.clear();
     #[cfg(not(target_arch = "wasm32"))]
@@ -946,12 +973,7 @@ fn receive_system(
             visit.push(e);
         }
     }
-    // Only change ticks are read here, not the sockets.
-    for (e, sock, _) in &mut sockets {
-        if sock.is_changed() {
-            visit.push(e);
-        }
-    }
+    visit.append(&mut activity.revisit);
     visit.sort_unstable();
     visit.dedup();
 
@@ -1025,6 +1047,9 @@ fn receive_system(
         }
         status.set_if_neq(SocketStatus(sock.core.connection_state()));
         schedule(transports, entity, &mut sock);
+        if sock.core.has_events() {
+            activity.emit.push(entity);
+        }
     }
     compact_timers(transports, &sockets);
 }
@@ -1036,6 +1061,29 @@ type NewChannel = (Added<PhoenixChannel>, Without<ChannelLink>);
 /// Linked channel entities whose [`PhoenixChannel`] changed: their next rejoin sends the new
 /// payload.
 type EditedChannel = (Changed<PhoenixChannel>, With<ChannelLink>);
+
+/// The sockets as the send system sees them.
+type SendSockets<'w, 's> = Query<
+    'w,
+    's,
+    (
+        Entity,
+        &'static mut PhoenixSocket,
+        &'static mut SocketStatus,
+        Has<DefaultSocket>,
+    ),
+>;
+
+/// What the send system keeps between passes, and the sockets it changes.
+#[derive(SystemParam)]
+struct SendState<'w, 's> {
+    activity: ResMut<'w, Activity>,
+    /// Sockets this pass changed.
+    touched: Local<'s, Vec<Entity>>,
+    /// The first pass looked at every socket.
+    first_run_done: Local<'s, bool>,
+    wait: Option<Res<'w, WaitForNetwork>>,
+}
 
 /// What the send system reads.
 #[derive(SystemParam)]
@@ -1053,18 +1101,18 @@ struct SendInput<'w, 's> {
     reported: Local<'s, EntityHashSet>,
 }
 
-/// Leaves the channel of entity `e` on whichever socket has it (at most one).
-fn leave_entity<'a>(
-    sockets: impl Iterator<Item = Mut<'a, PhoenixSocket>>,
-    e: Entity,
-    now: Instant,
-) {
-    for mut sock in sockets {
-        if let Some(id) = sock.entity_channels.remove(&e) {
-            sock.core.leave(now, id);
-            return;
+/// Leaves the channel of entity `e` on whichever socket has it (at most one); returns that
+/// socket.
+fn leave_entity(sockets: &mut SendSockets, e: Entity, now: Instant) -> Option<Entity> {
+    for (s, mut sock, _, _) in sockets.iter_mut() {
+        if sock.entity_channels.contains_key(&e) {
+            if let Some(id) = sock.entity_channels.remove(&e) {
+                sock.core.leave(now, id);
+            }
+            return Some(s);
         }
     }
+    None
 }
 
 /// PostUpdate: apply this frame's commands, fire timers, write frames.
@@ -1072,19 +1120,22 @@ fn send_system(
     clock: Res<PhoenixClock>,
     time: Res<Time<Real>>,
     mut transports: NonSendMut<PhoenixTransports>,
-    mut sockets: Query<(
-        Entity,
-        &mut PhoenixSocket,
-        &mut SocketStatus,
-        Has<DefaultSocket>,
-    )>,
+    mut sockets: SendSockets,
     mut input: SendInput,
     mut sinks: SendSinks,
-    wait: Option<Res<WaitForNetwork>>,
+    mut state: SendState,
 ) {
     let now = clock.now(&time);
     let transports = &mut *transports;
+    let SendState {
+        activity,
+        touched,
+        first_run_done,
+        wait,
+    } = &mut state;
+    let activity = activity.bypass_change_detection();
     input.reported.clear();
+    touched.clear();
     if let Some(wait) = wait
         && wait.is_changed()
     {
@@ -1097,27 +1148,48 @@ fn send_system(
             l.transport.close();
         }
     }
-    let default_socket = default_of(sockets.iter().map(|(e, _, _, d)| (e, d)));
-    let resolve = |s: Option<Entity>| s.or(default_socket);
+    // The default socket, read only when a command does not name its socket.
+    let mut default_socket: Option<Option<Entity>> = None;
+    let mut resolve = |s: Option<Entity>, sockets: &SendSockets| {
+        s.or_else(|| {
+            *default_socket
+                .get_or_insert_with(|| default_of(sockets.iter().map(|(e, _, _, d)| (e, d))))
+        })
+    };
 
-    // Sockets that have not started yet (added since the last pass; only ticks are read).
-    for (_, mut sock, _, _) in &mut sockets {
-        if sock.is_added() && !sock.started {
+    // Sockets that have not started yet: inserted since the last pass (and, on the first
+    // pass, any spawned before the plugin's observer existed).
+    if !**first_run_done {
+        **first_run_done = true;
+        activity
+            .inserted
+            .extend(sockets.iter().map(|(e, _, _, _)| e));
+    }
+    for e in activity.inserted.drain(..) {
+        if let Ok((_, mut sock, _, _)) = sockets.get_mut(e)
+            && !sock.started
+        {
+            // A transport here belongs to the socket this one replaced.
+            if let Some(mut old) = transports.remove_link(e) {
+                old.transport.close();
+            }
             sock.started = true;
             if sock.config.auto_connect {
                 sock.core.connect(now);
             }
+            touched.push(e);
         }
     }
     for c in input.controls.read() {
         let (target, connect) = match *c {
-            SocketCommand::Connect(s) => (resolve(s), true),
-            SocketCommand::Disconnect(s) => (resolve(s), false),
+            SocketCommand::Connect(s) => (resolve(s, &sockets), true),
+            SocketCommand::Disconnect(s) => (resolve(s, &sockets), false),
         };
-        let Some(Ok((_, mut sock, _, _))) = target.map(|t| sockets.get_mut(t)) else {
+        let Some(Ok((e, mut sock, _, _))) = target.map(|t| sockets.get_mut(t)) else {
             warn!("phoenix: {c:?}: no such socket");
             continue;
         };
+        touched.push(e);
         if connect {
             sock.core.connect(now);
         } else {
@@ -1127,12 +1199,12 @@ fn send_system(
 
     // Leaves: despawned channel entities, and LeaveChannel messages (which despawn).
     for gone in input.removed_channels.read() {
-        leave_entity(sockets.iter_mut().map(|(_, s, _, _)| s), gone, now);
+        touched.extend(leave_entity(&mut sockets, gone, now));
     }
     for leave in input.leaves.read() {
         let entity = match &leave.target {
             ChannelTarget::Entity(e) => Some(*e),
-            ChannelTarget::Topic { socket, topic } => resolve(*socket)
+            ChannelTarget::Topic { socket, topic } => resolve(*socket, &sockets)
                 .and_then(|s| sockets.get(s).ok())
                 .and_then(|(_, sock, _, _)| sock.channel_entity(topic)),
         };
@@ -1140,7 +1212,7 @@ fn send_system(
             Some(e) => {
                 // Left now (not a frame later through the despawn), so a push written after
                 // the leave in this frame is already dropped as closed.
-                leave_entity(sockets.iter_mut().map(|(_, s, _, _)| s), e, now);
+                touched.extend(leave_entity(&mut sockets, e, now));
                 if let Ok(mut ec) = sinks.commands.get_entity(e) {
                     ec.despawn();
                 }
@@ -1168,7 +1240,7 @@ fn send_system(
             payload: j.payload.clone(),
             presence: true,
         };
-        if resolve(j.socket).is_none_or(|s| !sockets.contains(s)) {
+        if resolve(j.socket, &sockets).is_none_or(|s| !sockets.contains(s)) {
             error!("phoenix: cannot join {:?}: no socket", ch.topic);
             sinks
                 .commands
@@ -1179,13 +1251,16 @@ fn send_system(
         to_join.push((e, ch));
     }
     for (e, ch) in to_join {
-        let Some(Ok((s, mut sock, _, _))) = resolve(ch.socket).map(|s| sockets.get_mut(s)) else {
+        let Some(Ok((s, mut sock, _, _))) =
+            resolve(ch.socket, &sockets).map(|s| sockets.get_mut(s))
+        else {
             error!("phoenix: cannot join {:?}: no socket", ch.topic);
             if let Ok((mut st, _)) = sinks.channels.get_mut(e) {
                 st.set_if_neq(ChannelStatus(ChannelState::Closed));
             }
             continue;
         };
+        touched.push(s);
         let id = sock.core.join(
             now,
             &ch.topic,
@@ -1207,8 +1282,9 @@ fn send_system(
     // Edited channels: the payload of their next (re)join, e.g. a fresh token or where the
     // player is now. A changed topic or socket is not applied (leave and join for that).
     for (ch, link) in &input.edited_channels {
-        if let Ok((_, mut sock, _, _)) = sockets.get_mut(link.socket) {
+        if let Ok((s, mut sock, _, _)) = sockets.get_mut(link.socket) {
             sock.core.set_join_payload(link.id, ch.payload.clone());
+            touched.push(s);
         }
     }
 
@@ -1227,7 +1303,7 @@ fn send_system(
                         sock.entity_channels.get(e).map(|id| (s, Some(*id)))
                     })
                 }),
-            ChannelTarget::Topic { socket, topic } => resolve(*socket).map(|s| {
+            ChannelTarget::Topic { socket, topic } => resolve(*socket, &sockets).map(|s| {
                 let id = sockets
                     .get(s)
                     .ok()
@@ -1270,19 +1346,27 @@ fn send_system(
             ..p.options
         };
         let _ = sock.core.push(now, id, &p.event, p.payload, options);
+        touched.push(s);
     }
 
-    // Frames out, from the sockets changed since the last pass (only their ticks are read
-    // otherwise). Timers were fired in `PreUpdate` for this frame's `now` (the same clock
+    // Frames out, from the sockets this pass changed (the receive pass sent what its visits
+    // produced). Timers were fired in `PreUpdate` for this frame's `now` (the same clock
     // reading): one due from a command made since (a zero timeout) fires next frame, where the
-    // receive pass visits this socket because it changed. An idle socket is not marked changed.
-    for (entity, mut sock, mut status, _) in &mut sockets {
-        if !sock.is_changed() {
+    // receive pass visits this socket again.
+    touched.sort_unstable();
+    touched.dedup();
+    for &entity in touched.iter() {
+        let Ok((_, mut sock, mut status, _)) = sockets.get_mut(entity) else {
             continue;
-        }
+        };
         if sock.core.has_outputs() {
             apply_outputs(entity, &mut sock, transports, now);
         }
         status.set_if_neq(SocketStatus(sock.core.connection_state()));
+        schedule(transports, entity, &mut sock);
+        if sock.core.has_events() {
+            activity.emit.push(entity);
+        }
     }
+    activity.revisit.extend_from_slice(touched);
 }

@@ -82,7 +82,8 @@ pub(super) fn wait_system(
     clock: Res<PhoenixClock>,
     time: Res<Time<Real>>,
     transports: NonSend<PhoenixTransports>,
-    sockets: Query<Ref<PhoenixSocket>>,
+    activity: Res<super::Activity>,
+    sockets: Query<&PhoenixSocket>,
     mut warned: Local<bool>,
 ) {
     let now = clock.now(&time);
@@ -92,22 +93,26 @@ pub(super) fn wait_system(
     let mut until = |at: web_time::Instant| {
         timeout = timeout.min(at.saturating_duration_since(now).saturating_sub(spent));
     };
-    // Every socket's next timer is in the plugin's heap, except for sockets changed since the
-    // last wait (the receive pass schedules them next frame): those are read here. Only change
-    // ticks are read for the others.
+    // Every socket's next timer is in the plugin's heap (the receive and send passes put it
+    // there). The sockets still to be visited or emitted are read too: events not handed out
+    // yet, or a socket inserted since the send pass. No other socket is read.
     if let Some(Reverse((at, _))) = transports.timers.peek() {
         until(*at);
     }
-    for sock in &sockets {
-        if !sock.is_changed() {
+    for &e in activity.emit.iter().chain(&activity.revisit) {
+        let Ok(sock) = sockets.get(e) else {
             continue;
-        }
+        };
         if sock.core.has_events() {
             return;
         }
         if let Some(at) = sock.core.poll_timeout() {
             until(at);
         }
+    }
+    if !activity.inserted.is_empty() {
+        // Not started yet: the next send pass starts it.
+        return;
     }
     if timeout.is_zero() {
         return;
