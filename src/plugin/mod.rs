@@ -122,8 +122,10 @@ impl Default for PhoenixClock {
 /// `epoll_wait`, not a thousand reads, and [`WaitForNetwork`] watches that one descriptor.
 ///
 /// The same goes for the rest of a frame's work: the receive pass visits only the sockets with
-/// something to do (ready or unwatched transports, due timers, a send backlog, or a socket
-/// changed since the last pass), so its cost follows the active sockets, not all of them.
+/// something to do (ready or unwatched transports, due timers, a send backlog, or a socket a
+/// command changed since the last pass), so its cost follows the active sockets, not all of
+/// them; the send, emit and network-wait passes likewise read only the sockets the plugin
+/// changed (no pass reads every socket, or its change ticks, each frame).
 pub struct PhoenixTransports {
     map: HashMap<Entity, Link>,
     /// Handed to new transports so that their handshake ends a [`WaitForNetwork`] sleep.
@@ -937,7 +939,7 @@ const DRAIN_EVERY: usize = 256;
 /// PreUpdate: poll the transports that have something, feed the cores, fire due timers, send
 /// what that produced. Only active sockets are visited: those whose transport the readiness
 /// set reported or that are not in it, those with a due timer or a send backlog, and those
-/// changed since the last pass (commands, events drained, new sockets).
+/// the send pass changed or that were inserted since (see [`Activity`]).
 fn receive_system(
     clock: Res<PhoenixClock>,
     time: Res<Time<Real>>,
