@@ -428,16 +428,23 @@ fn wait_for_network_sleeps_on_a_waking_transport_until_it_wakes() {
     assert!(frames <= 10, "the loop did not sleep: {frames} frames");
 }
 
-/// Messages of two channels arriving interleaved in one frame (so one drain of the core's
-/// events delivers them all, with a channel closing in the middle) each name their own
-/// channel entity, in arrival order.
-#[test]
-fn interleaved_messages_of_two_channels_name_their_own_entities() {
+/// An app on the test double with channels on `ta` and `tb` joined.
+struct Joined2 {
+    app: App,
+    line: Shared,
+    /// The channel entities.
+    a: Entity,
+    b: Entity,
+    /// Their join refs.
+    ja: String,
+    jb: String,
+}
+
+fn two_joined(ta: &str, tb: &str) -> Joined2 {
     let (mut app, wire) = app_with_double(false);
     pump_until(&mut app, 10, "a connect", |_| wire.count() == 1);
     let line = wire.line(0);
     deliver(&line, TransportEvent::Opened { protocol: None });
-    let (ta, tb) = ("room:a", "room:b");
     let a = app.world_mut().spawn(PhoenixChannel::new(ta)).id();
     let b = app.world_mut().spawn(PhoenixChannel::new(tb)).id();
     let (ja, ra) = join_sent(&mut app, &line, ta);
@@ -447,6 +454,30 @@ fn interleaved_messages_of_two_channels_name_their_own_entities() {
     pump_until(&mut app, 10, "both joined", |w| {
         w.resource::<Log>().joined.len() == 2
     });
+    Joined2 {
+        app,
+        line,
+        a,
+        b,
+        ja,
+        jb,
+    }
+}
+
+/// Messages of two channels arriving interleaved in one frame (so one drain of the core's
+/// events delivers them all, with a channel closing in the middle) each name their own
+/// channel entity, in arrival order.
+#[test]
+fn interleaved_messages_of_two_channels_name_their_own_entities() {
+    let (ta, tb) = ("room:a", "room:b");
+    let Joined2 {
+        mut app,
+        line,
+        a,
+        b,
+        ja,
+        jb,
+    } = two_joined(ta, tb);
     let before = log(&app).messages.len();
     // a, a, b, a, b, b, a's close, b: pushes (with join_ref) and broadcasts (without).
     let order = [ta, ta, tb, ta, tb, tb, "close", tb];
@@ -493,20 +524,15 @@ fn interleaved_messages_of_two_channels_name_their_own_entities() {
 /// drain points, and the closed channel's status is current after the update.
 #[test]
 fn a_long_burst_with_a_close_inside_arrives_whole_and_in_order_in_one_update() {
-    let (mut app, wire) = app_with_double(false);
-    pump_until(&mut app, 10, "a connect", |_| wire.count() == 1);
-    let line = wire.line(0);
-    deliver(&line, TransportEvent::Opened { protocol: None });
     let (ta, tb) = ("room:a", "room:b");
-    let a = app.world_mut().spawn(PhoenixChannel::new(ta)).id();
-    let b = app.world_mut().spawn(PhoenixChannel::new(tb)).id();
-    let (ja, ra) = join_sent(&mut app, &line, ta);
-    let (jb, rb) = join_sent(&mut app, &line, tb);
-    reply_ok(&line, &ja, &ra, ta);
-    reply_ok(&line, &jb, &rb, tb);
-    pump_until(&mut app, 10, "both joined", |w| {
-        w.resource::<Log>().joined.len() == 2
-    });
+    let Joined2 {
+        mut app,
+        line,
+        a,
+        b,
+        ja: _,
+        jb,
+    } = two_joined(ta, tb);
     let before = log(&app).messages.len();
     // 1,000 ticks on a (not a multiple of any drain interval), b closed after the 300th.
     const N: u64 = 1000;
