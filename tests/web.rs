@@ -147,28 +147,29 @@ fn text_reply(topic: &str, msg_ref: u32, response: Value) -> Value {
     json!(["1", msg_ref.to_string(), topic, "phx_reply", {"status": "ok", "response": response}])
 }
 
-/// Joins `topic` on a raw transport; the join is sent before the socket opens (queued).
-async fn raw_joined(topic: &str) -> Box<dyn PhoenixTransport> {
-    raw_joined_with(topic, |_| {}).await
+/// The test server's websocket URL, as a transport connects to it.
+fn ws_url() -> String {
+    format!("{}/websocket?vsn=2.0.0", server_url())
 }
 
-/// [`raw_joined`] with a changed connect request.
-async fn raw_joined_with(
-    topic: &str,
+/// Opens a transport through `connector` to the test server, with `f` applied to the request.
+fn connect_via(
+    connector: &dyn PhoenixConnector,
     f: impl FnOnce(&mut ConnectRequest),
 ) -> Box<dyn PhoenixTransport> {
-    raw_joined_via(&BuiltinConnector, topic, f).await
+    let mut req = ConnectRequest::new(ws_url());
+    f(&mut req);
+    connector.connect(req, &NetworkWaker::none())
 }
 
-/// [`raw_joined_with`] through `connector`.
+/// Joins `topic` on a raw transport opened through `connector` (with `f` applied to the
+/// request); the join is sent before the socket opens (queued).
 async fn raw_joined_via(
     connector: &dyn PhoenixConnector,
     topic: &str,
     f: impl FnOnce(&mut ConnectRequest),
 ) -> Box<dyn PhoenixTransport> {
-    let mut req = ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url()));
-    f(&mut req);
-    let mut t = connector.connect(req, &NetworkWaker::none());
+    let mut t = connect_via(connector, f);
     t.send(Transmit::Text(
         json!(["1", "1", topic, "phx_join", {}]).to_string(),
     ))
@@ -225,25 +226,33 @@ async fn wire_order_burst(
     (got, want)
 }
 
-/// Text and binary frames, both ways, arrive in wire order: a burst of binary pushes, text
-/// pushes, binary replies and text replies, all interleaved. This is what ewebsock 0.8 broke
-/// (its Blob mode decodes binary frames asynchronously; see the ewebsock test below);
-/// `binaryType = "arraybuffer"` keeps it.
-#[wasm_bindgen_test]
-async fn transport_keeps_wire_order_of_text_and_binary_frames() {
-    let topic = unique("echo:web-raw-");
-    let mut t = raw_joined(&topic).await;
-    let (got, want) = wire_order_burst(&mut *t, &topic, 0).await;
-    if got != want {
-        let first = got.iter().zip(&want).position(|(g, w)| g != w);
-        panic!(
-            "frames out of wire order; first difference at {first:?}\n got: {got:#?}\nwant: {want:#?}"
-        );
+// ----- transport test bodies, shared by the main-thread, ewebsock and worker tests ------------
+
+/// Text and binary frames, both ways, keep their wire order through `connector`'s transport for
+/// `rounds` bursts ([`wire_order_burst`], so many frames arrive back to back); the stats count
+/// every frame; after `close` nothing follows and sends fail.
+async fn keeps_wire_order_of_text_and_binary_frames(
+    connector: &dyn PhoenixConnector,
+    prefix: &str,
+    rounds: u32,
+) {
+    let topic = unique(prefix);
+    let mut t = raw_joined_via(connector, &topic, |_| {}).await;
+    for round in 0..rounds {
+        let (got, want) = wire_order_burst(&mut *t, &topic, round).await;
+        if got != want {
+            let first = got.iter().zip(&want).position(|(g, w)| g != w);
+            panic!(
+                "round {round}: frames out of wire order; first difference at {first:?}\n \
+                 got: {got:#?}\nwant: {want:#?}"
+            );
+        }
     }
     let stats = t.stats();
+    let rounds = u64::from(rounds);
     assert_eq!(
         (stats.messages_out, stats.messages_in),
-        (1 + 3 * 40, 1 + 5 * 40)
+        (1 + rounds * 3 * 40, 1 + rounds * 5 * 40)
     );
 
     // Closing from this side: no event ever follows.
@@ -254,36 +263,51 @@ async fn transport_keeps_wire_order_of_text_and_binary_frames() {
     assert!(t.send(Transmit::Text("[]".into())).is_err());
 }
 
-/// A close from the server reports its code (ewebsock 0.8 passed none on).
-#[wasm_bindgen_test]
-async fn transport_reports_the_servers_close_code() {
-    let topic = unique("echo:web-close-");
-    let mut t = raw_joined(&topic).await;
+/// The server's close reaches the app through `connector`'s transport after the frames before
+/// it (a server push and its reply), as a close by the peer with close code `code` (`None`: the
+/// transport does not pass the code on); the transport is then closed and says nothing more.
+/// Returns the closed transport, for the caller's own checks before it is dropped.
+async fn reports_the_servers_close(
+    connector: &dyn PhoenixConnector,
+    prefix: &str,
+    code: Option<u16>,
+) -> Box<dyn PhoenixTransport> {
+    let topic = unique(prefix);
+    let mut t = raw_joined_via(connector, &topic, |_| {}).await;
     t.send(Transmit::Text(
-        json!(["1", "2", &topic, "disconnect_me", {}]).to_string(),
+        json!(["1", "2", &topic, "push_me", {"event": "last", "payload": {}}]).to_string(),
     ))
     .unwrap();
-    let evs = poll_events(&mut *t, 1, 10, "the server's close").await;
-    match &evs[..] {
-        [TransportEvent::Closed(info)] => {
-            assert_eq!((info.code, info.by_peer), (Some(1000), true), "{info:?}");
+    t.send(Transmit::Text(
+        json!(["1", "3", &topic, "disconnect_me", {}]).to_string(),
+    ))
+    .unwrap();
+    t.flush();
+    let evs = poll_events(&mut *t, 3, 10, "a push, its reply and the server's close").await;
+    assert_eq!(
+        describe(&evs[0]),
+        json!(["1", Value::Null, &topic, "last", {}])
+    );
+    assert_eq!(describe(&evs[1]), text_reply(&topic, 2, json!({})));
+    match &evs[2] {
+        TransportEvent::Closed(info) => {
+            assert_eq!((info.code, info.by_peer), (code, true), "{info:?}")
         }
-        other => panic!("expected one Closed event, got {other:?}"),
+        other => panic!("expected Closed, got {other:?}"),
     }
     assert!(!t.is_open());
     yield_ms(20).await;
     assert_eq!(t.poll(), None, "nothing after the terminal event");
+    t
 }
 
-/// Offered subprotocols reach the server and the one it picked comes back (ewebsock 0.8 dropped
-/// both on the web); the Phoenix 1.8 auth token travels this way.
-#[wasm_bindgen_test]
-async fn transport_offers_subprotocols_and_reports_the_chosen_one() {
-    let url = format!("{}/websocket?vsn=2.0.0", server_url());
-    let mut req = ConnectRequest::new(url);
-    req.subprotocols = bevy_phoenix_channels::protocol::config::auth_subprotocols("good-token");
-    let mut t = Transport::connect(req);
-    let evs = poll_events(&mut t, 1, 10, "open").await;
+/// Offered subprotocols (the Phoenix 1.8 auth token's) reach the server through `connector`'s
+/// transport, and the one it picked comes back in `Opened`.
+async fn offers_subprotocols_and_reports_the_chosen_one(connector: &dyn PhoenixConnector) {
+    let mut t = connect_via(connector, |r| {
+        r.subprotocols = bevy_phoenix_channels::protocol::config::auth_subprotocols("good-token");
+    });
+    let evs = poll_events(&mut *t, 1, 10, "open").await;
     assert_eq!(
         evs,
         [TransportEvent::Opened {
@@ -293,14 +317,29 @@ async fn transport_offers_subprotocols_and_reports_the_chosen_one() {
     t.close();
 }
 
-/// An incoming message over `max_frame_size` ends the connection with `FrameTooLarge`, text and
-/// binary alike, and nothing follows.
-#[wasm_bindgen_test]
-async fn transport_enforces_max_frame_size() {
+/// A subprotocol the browser refuses (an auth token whose base64 has a '/': "???" is "Pz8/")
+/// fails `connector`'s connect with an error that says so, instead of the browser's bare
+/// SyntaxError.
+async fn names_the_auth_token_a_browser_cannot_send(connector: &dyn PhoenixConnector) {
+    let mut t = connect_via(connector, |r| {
+        r.subprotocols = vec!["phoenix".into(), "base64url.bearer.phx.Pz8/".into()];
+    });
+    let evs = poll_events(&mut *t, 1, 10, "the connect failure").await;
+    match &evs[0] {
+        TransportEvent::Failed(TransportError::Connect(msg)) => {
+            assert!(msg.contains("cannot be sent from a browser"), "{msg}")
+        }
+        other => panic!("expected a connect failure, got {other:?}"),
+    }
+}
+
+/// An incoming message over `max_frame_size` ends `connector`'s connection with
+/// `FrameTooLarge`, text and binary alike, and nothing follows.
+async fn enforces_max_frame_size(connector: &dyn PhoenixConnector, prefix: &str) {
     const MAX: usize = 600;
     for binary in [false, true] {
-        let topic = unique("echo:web-big-");
-        let mut t = raw_joined_with(&topic, |r| r.max_frame_size = MAX).await;
+        let topic = unique(prefix);
+        let mut t = raw_joined_via(connector, &topic, |r| r.max_frame_size = MAX).await;
         let frame = if binary {
             let body = vec![7u8; 1000];
             Transmit::Binary(wire::encode_binary_push("1", "2", &topic, "binary", &body).unwrap())
@@ -309,6 +348,7 @@ async fn transport_enforces_max_frame_size() {
             Transmit::Text(json!(["1", "2", &topic, "echo", { "pad": body }]).to_string())
         };
         t.send(frame).unwrap();
+        t.flush();
         let evs = poll_events(&mut *t, 1, 10, "the too-large reply").await;
         match &evs[..] {
             [TransportEvent::Failed(TransportError::FrameTooLarge { size, max })] => {
@@ -322,56 +362,65 @@ async fn transport_enforces_max_frame_size() {
     }
 }
 
-/// Nothing listening: the failure arrives as an event, never as a panic or a hang.
-/// A subprotocol the browser refuses (an auth token whose base64 has a '/': "???" is "Pz8/")
-/// fails the connect with an error that says so, instead of the browser's bare SyntaxError.
-#[wasm_bindgen_test]
-async fn transport_names_the_auth_token_a_browser_cannot_send() {
-    let mut t = Transport::connect(ConnectRequest {
-        subprotocols: vec!["phoenix".into(), "base64url.bearer.phx.Pz8/".into()],
-        ..ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url()))
-    });
-    let evs = poll_events(&mut t, 1, 10, "the connect failure").await;
-    match &evs[0] {
-        TransportEvent::Failed(TransportError::Connect(msg)) => {
-            assert!(msg.contains("cannot be sent from a browser"), "{msg}")
-        }
-        other => panic!("expected a connect failure, got {other:?}"),
-    }
+/// Nothing listening: `connector`'s connect failure arrives as an event (a send before it is
+/// accepted, queued), never as a panic or a hang; then the transport is closed and silent.
+async fn nothing_listening_is_a_connect_failure(connector: &dyn PhoenixConnector) {
+    // Port 9 (discard) is closed on loopback, and on Chromium's unsafe-port list anyway.
+    let mut t = connector.connect(
+        ConnectRequest::new("ws://127.0.0.1:9/socket/websocket"),
+        &NetworkWaker::none(),
+    );
+    t.send(Transmit::Text("[]".into())).unwrap();
+    t.flush();
+    let evs = poll_events(&mut *t, 1, 10, "the connect failure").await;
+    assert!(
+        matches!(
+            &evs[..],
+            [TransportEvent::Failed(TransportError::Connect(_))]
+        ),
+        "{evs:?}"
+    );
+    assert!(!t.is_open());
+    yield_ms(20).await;
+    assert_eq!(t.poll(), None);
 }
 
-/// The hidden-tab keepalive: silent while the app polls, heartbeats on its own when it stops.
-#[wasm_bindgen_test]
-async fn transport_keepalive_speaks_only_while_nobody_polls() {
-    let mut t = Transport::connect(ConnectRequest {
-        keepalive: Some(Duration::from_millis(200)),
-        ..ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url()))
+/// The hidden-tab keepalive of `connector`'s transport: silent while the app polls, heartbeats
+/// on its own when it stops; the server answers each one, and the transport consumes and
+/// counts the replies, never returns them.
+async fn keepalive_speaks_only_while_nobody_polls(connector: &dyn PhoenixConnector) {
+    let mut t = connect_via(connector, |r| {
+        r.keepalive = Some(Duration::from_millis(200));
     });
-    let opened = poll_events(&mut t, 1, 10, "open").await;
+    let opened = poll_events(&mut *t, 1, 10, "open").await;
     assert!(
         matches!(opened[0], TransportEvent::Opened { .. }),
         "{opened:?}"
     );
-    // Polled every 20 ms for 1 s: nothing of its own goes out.
-    let mut seen = Vec::new();
+    // Polled every 20 ms for 1 s: nothing of its own goes out, nothing comes in.
     let until = Instant::now() + Duration::from_millis(1_000);
     while Instant::now() < until {
-        while let Some(ev) = t.poll() {
-            seen.push(ev);
+        if let Some(ev) = t.poll() {
+            panic!("nothing was asked for: {ev:?}");
         }
         yield_ms(20).await;
     }
-    assert_eq!(t.stats().keepalives_sent, 0, "{seen:?}");
+    assert_eq!(t.stats().keepalives_sent, 0);
     // Nobody polls for 1.5 s, as when a hidden tab stops the app's frames.
     yield_ms(1_500).await;
-    // Polling resets the quiet period, so no new heartbeat goes out while the last replies land.
     let mut got = Vec::new();
     while let Some(ev) = t.poll() {
         got.push(ev);
     }
-    yield_ms(100).await;
-    while let Some(ev) = t.poll() {
-        got.push(ev);
+    // The replies to the last heartbeats may still be on their way: wait for them (polling
+    // resets the quiet period, so no new heartbeat goes out meanwhile).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.stats().keepalive_replies != t.stats().keepalives_sent {
+        assert!(Instant::now() < deadline, "{:?}", t.stats());
+        while let Some(ev) = t.poll() {
+            got.push(ev);
+        }
+        yield_ms(20).await;
     }
     let stats = t.stats();
     assert!(
@@ -382,43 +431,65 @@ async fn transport_keepalive_speaks_only_while_nobody_polls() {
     assert_eq!(stats.keepalive_replies, stats.keepalives_sent, "{stats:?}");
     assert!(got.is_empty(), "nothing for the app: {got:?}");
     assert_eq!(stats.messages_in, 0, "{stats:?}");
+    t.close();
+}
+
+// ----- the main-thread transport ----------------------------------------------------------------
+
+/// Text and binary frames, both ways, arrive in wire order: a burst of binary pushes, text
+/// pushes, binary replies and text replies, all interleaved. This is what ewebsock 0.8 broke
+/// (its Blob mode decodes binary frames asynchronously; see the ewebsock test below);
+/// `binaryType = "arraybuffer"` keeps it.
+#[wasm_bindgen_test]
+async fn transport_keeps_wire_order_of_text_and_binary_frames() {
+    keeps_wire_order_of_text_and_binary_frames(&BuiltinConnector, "echo:web-raw-", 1).await;
+}
+
+/// A close from the server reports its code (ewebsock 0.8 passed none on).
+#[wasm_bindgen_test]
+async fn transport_reports_the_servers_close_code() {
+    reports_the_servers_close(&BuiltinConnector, "echo:web-close-", Some(1000)).await;
+}
+
+/// Offered subprotocols reach the server and the one it picked comes back (ewebsock 0.8 dropped
+/// both on the web); the Phoenix 1.8 auth token travels this way.
+#[wasm_bindgen_test]
+async fn transport_offers_subprotocols_and_reports_the_chosen_one() {
+    offers_subprotocols_and_reports_the_chosen_one(&BuiltinConnector).await;
+}
+
+/// An incoming message over `max_frame_size` ends the connection with `FrameTooLarge`, text and
+/// binary alike, and nothing follows.
+#[wasm_bindgen_test]
+async fn transport_enforces_max_frame_size() {
+    enforces_max_frame_size(&BuiltinConnector, "echo:web-big-").await;
+}
+
+/// A subprotocol the browser refuses (an auth token whose base64 has a '/': "???" is "Pz8/")
+/// fails the connect with an error that says so, instead of the browser's bare SyntaxError.
+#[wasm_bindgen_test]
+async fn transport_names_the_auth_token_a_browser_cannot_send() {
+    names_the_auth_token_a_browser_cannot_send(&BuiltinConnector).await;
+}
+
+/// The hidden-tab keepalive: silent while the app polls, heartbeats on its own when it stops.
+#[wasm_bindgen_test]
+async fn transport_keepalive_speaks_only_while_nobody_polls() {
+    keepalive_speaks_only_while_nobody_polls(&BuiltinConnector).await;
 }
 
 /// A frozen app (no `update()` for 4 s, as in a hidden tab) keeps its connection to a server that
 /// closes websockets after 1.5 s of silence, because the transport's keepalive speaks for it.
 #[wasm_bindgen_test]
 async fn plugin_keeps_its_connection_while_the_app_is_frozen() {
-    let mut app = app_on(idle_server_url(), |s| {
-        s.with_heartbeat(Duration::from_millis(500))
-    });
-    let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-frozen-"))).await;
-    yield_ms(4_000).await;
-    let h = push(
-        &mut app,
-        PushMessage::json(ch, "echo", &json!({"after": "freeze"})).unwrap(),
-    );
-    assert!(reply(&mut app, h).await.is_ok());
-    let l = log(&app);
-    assert!(l.disconnected.is_empty(), "{:?}", l.disconnected);
-    assert_eq!(l.connected, 1);
-    assert_eq!(l.joined.len(), 1, "no rejoin: {:?}", l.joined);
+    keeps_its_connection_while_frozen(app_from(frozen_config()), "echo:web-frozen-").await;
 }
 
+/// Nothing listening, an invalid URL, a subprotocol the browser rejects: each failure arrives as
+/// an event, never as a panic or a hang.
 #[wasm_bindgen_test]
 async fn transport_connect_failure_is_an_event() {
-    // Port 9 (discard) is closed on loopback, and on Chromium's unsafe-port list anyway.
-    let mut t = Transport::connect(ConnectRequest::new("ws://127.0.0.1:9/socket/websocket"));
-    // Sending before the open is accepted (queued).
-    t.send(Transmit::Text("[]".into())).unwrap();
-    let evs = poll_events(&mut t, 1, 10, "the connect failure").await;
-    assert!(
-        matches!(
-            &evs[..],
-            [TransportEvent::Failed(TransportError::Connect(_))]
-        ),
-        "{evs:?}"
-    );
-    assert!(!t.is_open());
+    nothing_listening_is_a_connect_failure(&BuiltinConnector).await;
     // An invalid URL fails the same way (the WebSocket constructor throws).
     let mut t = Transport::connect(ConnectRequest::new("not a url"));
     let evs = poll_events(&mut t, 1, 2, "the bad URL failure").await;
@@ -431,7 +502,7 @@ async fn transport_connect_failure_is_an_event() {
     );
     // So does a subprotocol the browser rejects: '/' is not a token character (RFC 6455), and
     // standard base64 of an auth token containing '?' has one ("???" encodes as "Pz8/").
-    let mut req = ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url()));
+    let mut req = ConnectRequest::new(ws_url());
     req.subprotocols = bevy_phoenix_channels::protocol::config::auth_subprotocols("???");
     let mut t = Transport::connect(req);
     let evs = poll_events(&mut t, 1, 2, "the bad subprotocol failure").await;
@@ -578,6 +649,153 @@ async fn joined(app: &mut App, channel: PhoenixChannel) -> Entity {
     ch
 }
 
+/// Runs frames until `app`'s socket was disconnected, has connected a second time and has
+/// rejoined a channel; panics after 10 s.
+async fn until_reconnected_and_rejoined(app: &mut App, what: &str) {
+    pump_until(app, 10, what, |w| {
+        let l = w.resource::<Log>();
+        !l.disconnected.is_empty() && l.connected == 2 && l.joined.iter().any(|j| j.rejoin)
+    })
+    .await;
+}
+
+/// An `echo` push on `ch` (payload `{"after": after}`) gets an ok reply: the channel works.
+async fn echo_after(app: &mut App, ch: Entity, after: &str) {
+    let h = push(
+        app,
+        PushMessage::json(ch, "echo", &json!({ "after": after })).unwrap(),
+    );
+    assert!(reply(app, h).await.is_ok());
+}
+
+// ----- plugin test bodies, shared by the main-thread, ewebsock and worker tests ----------------
+
+/// The socket config of the frozen-app tests: the idle-timeout server (closes websockets after
+/// 1.5 s of silence), heartbeats every 500 ms.
+fn frozen_config() -> PhoenixSocketConfig {
+    socket_config(idle_server_url(), |s| {
+        s.with_heartbeat(Duration::from_millis(500))
+    })
+}
+
+/// `app` (on [`frozen_config`]) frozen for 4 s (no `update()`, as in a hidden tab) keeps its
+/// connection: the transport's keepalive speaks for it; an echo then gets its reply, with no
+/// disconnect and no rejoin.
+async fn keeps_its_connection_while_frozen(mut app: App, prefix: &str) {
+    let ch = joined(&mut app, PhoenixChannel::new(unique(prefix))).await;
+    yield_ms(4_000).await;
+    echo_after(&mut app, ch, "freeze").await;
+    let l = log(&app);
+    assert!(l.disconnected.is_empty(), "{:?}", l.disconnected);
+    assert_eq!(l.connected, 1);
+    assert_eq!(l.joined.len(), 1, "no rejoin: {:?}", l.joined);
+}
+
+/// The server drops `app`'s connection (a `disconnect_me` push on the joined `ch`): the plugin
+/// reconnects and rejoins, and an echo on `ch` then gets its reply. Returns the first
+/// disconnect's reason (debug-formatted), for the caller's transport-specific checks.
+async fn server_disconnect_then_rejoin(app: &mut App, ch: Entity) -> String {
+    push(
+        app,
+        PushMessage::json(ch, "disconnect_me", &json!({}))
+            .unwrap()
+            .fire_and_forget(),
+    );
+    until_reconnected_and_rejoined(app, "disconnect, reconnect and rejoin").await;
+    echo_after(app, ch, "rejoin").await;
+    format!("{:?}", log(app).disconnected[0].reason)
+}
+
+/// `pagehide` (as when the user navigates away) closes `app`'s socket cleanly (code 1000), as
+/// phoenix.js does; when frames run again the plugin reconnects and rejoins, and an echo gets
+/// its reply.
+async fn closes_cleanly_on_pagehide_and_reconnects_after(mut app: App, prefix: &str) {
+    let ch = joined(&mut app, PhoenixChannel::new(unique(prefix))).await;
+    web_sys::window()
+        .unwrap()
+        .dispatch_event(&web_sys::Event::new("pagehide").unwrap())
+        .unwrap();
+    until_reconnected_and_rejoined(&mut app, "clean close, reconnect and rejoin").await;
+    // A clean close: 1000 (the browser reports the code the server echoed, not our reason).
+    let reason = format!("{:?}", log(&app).disconnected[0].reason);
+    assert!(reason.contains("code: Some(1000)"), "{reason}");
+    echo_after(&mut app, ch, "pagehide").await;
+}
+
+/// A JSON `echo` push on `ch` comes back as an ok reply with the same JSON.
+async fn json_echo(app: &mut App, ch: Entity, body: &Value) {
+    let h = push(app, PushMessage::json(ch, "echo", body).unwrap());
+    match &reply(app, h).await.outcome {
+        PushOutcome::Ok(p) => assert_eq!(&p.decode::<Value>().unwrap(), body),
+        other => panic!("expected an ok echo, got {other:?}"),
+    }
+}
+
+/// A binary `binary` push on `ch` comes back as a binary ok reply with the same bytes.
+async fn binary_echo(app: &mut App, ch: Entity, bytes: Vec<u8>) {
+    let h = push(app, PushMessage::binary(ch, "binary", bytes.clone()));
+    match &reply(app, h).await.outcome {
+        PushOutcome::Ok(p) => {
+            assert!(p.is_binary(), "{p:?}");
+            assert_eq!(p.as_bytes(), Some(&bytes[..]));
+        }
+        other => panic!("expected a binary ok reply, got {other:?}"),
+    }
+}
+
+/// A larger binary payload (256 KiB) both ways on `ch`; nothing errored or disconnected.
+async fn big_binary_echo(app: &mut App, ch: Entity) {
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let h = push(app, PushMessage::binary(ch, "binary", big.clone()));
+    let r = reply(app, h).await;
+    assert!(r.response().and_then(Payload::as_bytes) == Some(&big[..]));
+    let l = log(app);
+    assert!(l.errored.is_empty() && l.disconnected.is_empty());
+}
+
+/// `msg` (a push whose event its room channel broadcasts back, e.g. `shout`) gets an ok reply,
+/// and the broadcast of `event` arrives; returns it.
+async fn broadcast_back(app: &mut App, msg: PushMessage, event: &str) -> ChannelMessage {
+    let h = push(app, msg);
+    assert!(reply(app, h).await.is_ok());
+    pump_until(app, 10, &format!("the {event} broadcast"), |w| {
+        w.resource::<Log>()
+            .messages
+            .iter()
+            .any(|m| &*m.event == event)
+    })
+    .await;
+    log(app)
+        .messages
+        .iter()
+        .find(|m| &*m.event == event)
+        .cloned()
+        .unwrap()
+}
+
+/// A binary shout on the room channel `ch` comes back as a binary broadcast with the same
+/// bytes; returns it.
+async fn binary_broadcast_back(app: &mut App, ch: Entity) -> ChannelMessage {
+    let data = vec![0xde_u8, 0xad, 0xbe, 0xef];
+    let msg = PushMessage::binary(ch, "shout_binary", data.clone());
+    let m = broadcast_back(app, msg, "shout_binary").await;
+    assert_eq!(m.payload.as_bytes(), Some(&data[..]));
+    m
+}
+
+/// `app`'s auth token ("good-token") reached the server's `connect/3`: `whoami` on the echo
+/// channel `ch` answers it.
+async fn auth_token_reached_the_server(app: &mut App, ch: Entity) {
+    let h = push(app, PushMessage::json(ch, "whoami", &json!({})).unwrap());
+    let r = reply(app, h).await;
+    assert_eq!(
+        r.response().unwrap().decode::<Value>().unwrap(),
+        json!({"auth_token": "good-token"})
+    );
+}
+
+// ----- the plugin on the main-thread transport ---------------------------------------------------
+
 /// Connect, join, JSON echo, binary both ways (binary reply, binary server push), and the
 /// plugin's `Time<Real>` clock running in the browser.
 #[wasm_bindgen_test]
@@ -594,27 +812,14 @@ async fn plugin_connects_joins_echoes_and_moves_binary_both_ways() {
     let j = &log(&app).joined[0];
     assert_eq!((j.entity, &*j.topic, j.rejoin), (ch, topic.as_str(), false));
 
-    let body = json!({"hello": "browser", "n": [1, 2, 3], "s": "é ✓"});
-    let h = push(&mut app, PushMessage::json(ch, "echo", &body).unwrap());
-    let r = reply(&mut app, h).await;
-    match &r.outcome {
-        PushOutcome::Ok(p) => assert_eq!(p.decode::<Value>().unwrap(), body),
-        other => panic!("expected an ok echo, got {other:?}"),
-    }
-
-    let bytes = vec![0u8, 1, 2, 0x7f, 0x80, 0xfe, 0xff];
-    let h = push(&mut app, PushMessage::binary(ch, "binary", bytes.clone()));
-    let r = reply(&mut app, h).await;
-    match &r.outcome {
-        PushOutcome::Ok(p) => {
-            assert!(p.is_binary(), "{p:?}");
-            assert_eq!(p.as_bytes(), Some(&bytes[..]));
-        }
-        other => panic!("expected a binary ok reply, got {other:?}"),
-    }
-    let h = push(&mut app, PushMessage::binary(ch, "binary", Vec::new()));
-    let r = reply(&mut app, h).await;
-    assert_eq!(r.response().and_then(Payload::as_bytes), Some(&[][..]));
+    json_echo(
+        &mut app,
+        ch,
+        &json!({"hello": "browser", "n": [1, 2, 3], "s": "é ✓"}),
+    )
+    .await;
+    binary_echo(&mut app, ch, vec![0u8, 1, 2, 0x7f, 0x80, 0xfe, 0xff]).await;
+    binary_echo(&mut app, ch, Vec::new()).await;
 
     let h = push(
         &mut app,
@@ -629,12 +834,7 @@ async fn plugin_connects_joins_echoes_and_moves_binary_both_ways() {
     assert_eq!((m.channel, m.broadcast), (ch, false));
     assert_eq!(m.payload.as_bytes(), Some(&[9u8, 8, 7][..]));
 
-    // A larger binary payload (256 KiB) both ways.
-    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
-    let h = push(&mut app, PushMessage::binary(ch, "binary", big.clone()));
-    let r = reply(&mut app, h).await;
-    assert!(r.response().and_then(Payload::as_bytes) == Some(&big[..]));
-    assert!(log(&app).errored.is_empty() && log(&app).disconnected.is_empty());
+    big_binary_echo(&mut app, ch).await;
 }
 
 /// Presence: joining a room with a user id lists it in `ChannelPresence`; a binary shout comes
@@ -666,29 +866,11 @@ async fn plugin_presence_and_binary_broadcast() {
             .any(|p| p.channel == ch && p.event == PresenceEvent::Sync)
     );
 
-    let data = vec![0xde_u8, 0xad, 0xbe, 0xef];
-    let h = push(
-        &mut app,
-        PushMessage::binary(ch, "shout_binary", data.clone()),
-    );
-    assert!(reply(&mut app, h).await.is_ok());
-    pump_until(&mut app, 10, "binary broadcast", |w| {
-        w.resource::<Log>()
-            .messages
-            .iter()
-            .any(|m| &*m.event == "shout_binary")
-    })
-    .await;
-    let m = log(&app)
-        .messages
-        .iter()
-        .find(|m| &*m.event == "shout_binary")
-        .unwrap();
+    let m = binary_broadcast_back(&mut app, ch).await;
     assert_eq!(
         (m.channel, m.broadcast, &*m.topic),
         (ch, true, topic.as_str())
     );
-    assert_eq!(m.payload.as_bytes(), Some(&data[..]));
 }
 
 /// Frame order through the plugin: after a binary send (what switched ewebsock to Blob mode),
@@ -763,51 +945,18 @@ async fn plugin_sees_interleaved_binary_and_text_frames_in_wire_order() {
 async fn plugin_reconnects_and_rejoins_after_a_server_disconnect() {
     let mut app = app();
     let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-recon-"))).await;
-    push(
-        &mut app,
-        PushMessage::json(ch, "disconnect_me", &json!({}))
-            .unwrap()
-            .fire_and_forget(),
-    );
-    pump_until(&mut app, 10, "disconnect, reconnect and rejoin", |w| {
-        let l = w.resource::<Log>();
-        !l.disconnected.is_empty() && l.connected == 2 && l.joined.iter().any(|j| j.rejoin)
-    })
-    .await;
+    server_disconnect_then_rejoin(&mut app, ch).await;
     assert_eq!(
         app.world().get::<ChannelStatus>(ch).map(|s| s.0),
         Some(ChannelState::Joined)
     );
-    let h = push(
-        &mut app,
-        PushMessage::json(ch, "echo", &json!({"after": "rejoin"})).unwrap(),
-    );
-    assert!(reply(&mut app, h).await.is_ok());
 }
 
 /// `pagehide` (as when the user navigates away) closes the socket cleanly, as phoenix.js does;
 /// when frames run again the plugin reconnects and rejoins.
 #[wasm_bindgen_test]
 async fn plugin_closes_cleanly_on_pagehide_and_reconnects_after() {
-    let mut app = app();
-    let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-pagehide-"))).await;
-    let window = web_sys::window().unwrap();
-    window
-        .dispatch_event(&web_sys::Event::new("pagehide").unwrap())
-        .unwrap();
-    pump_until(&mut app, 10, "clean close, reconnect and rejoin", |w| {
-        let l = w.resource::<Log>();
-        !l.disconnected.is_empty() && l.connected == 2 && l.joined.iter().any(|j| j.rejoin)
-    })
-    .await;
-    // A clean close: 1000 (the browser reports the code the server echoed, not our reason).
-    let reason = format!("{:?}", log(&app).disconnected[0].reason);
-    assert!(reason.contains("code: Some(1000)"), "{reason}");
-    let h = push(
-        &mut app,
-        PushMessage::json(ch, "echo", &json!({"after": "pagehide"})).unwrap(),
-    );
-    assert!(reply(&mut app, h).await.is_ok());
+    closes_cleanly_on_pagehide_and_reconnects_after(app(), "echo:web-pagehide-").await;
 }
 
 /// The Phoenix 1.8 auth token (a `Sec-WebSocket-Protocol` entry, the only way a browser can send
@@ -816,15 +965,7 @@ async fn plugin_closes_cleanly_on_pagehide_and_reconnects_after() {
 async fn plugin_sends_the_auth_token_as_a_subprotocol() {
     let mut app = app_with(|s| s.with_auth_token("good-token"));
     let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-auth-"))).await;
-    let h = push(
-        &mut app,
-        PushMessage::json(ch, "whoami", &json!({})).unwrap(),
-    );
-    let r = reply(&mut app, h).await;
-    assert_eq!(
-        r.response().unwrap().decode::<Value>().unwrap(),
-        json!({"auth_token": "good-token"})
-    );
+    auth_token_reached_the_server(&mut app, ch).await;
 }
 
 /// A refused connect (HTTP 403 from `connect/3`) is, in a browser, a connect failure: the
@@ -855,6 +996,7 @@ mod ewebsock {
     use super::*;
     use bevy_phoenix_channels::transport::ewebsock::EwebsockConnector;
 
+    /// The test app with its default socket on the ewebsock transport.
     fn app_ewebsock() -> App {
         app_from(socket_config(server_url(), |s| s).with_transport(EwebsockConnector::new()))
     }
@@ -924,25 +1066,11 @@ mod ewebsock {
         t.close();
     }
 
-    /// A close from the server: reported, but without its code (ewebsock passes none on).
+    /// A close from the server: reported, after the frames before it, but without its code
+    /// (ewebsock passes none on).
     #[wasm_bindgen_test]
     async fn ewebsock_reports_a_close_without_its_code() {
-        let topic = unique("echo:web-ew-close-");
-        let mut t = raw_joined_via(&EwebsockConnector::new(), &topic, |_| {}).await;
-        t.send(Transmit::Text(
-            json!(["1", "2", &topic, "disconnect_me", {}]).to_string(),
-        ))
-        .unwrap();
-        let evs = poll_events(&mut *t, 1, 10, "the server's close").await;
-        match &evs[..] {
-            [TransportEvent::Closed(info)] => {
-                assert_eq!((info.code, info.by_peer), (None, true), "{info:?}")
-            }
-            other => panic!("expected one Closed event, got {other:?}"),
-        }
-        assert!(!t.is_open());
-        yield_ms(20).await;
-        assert_eq!(t.poll(), None, "nothing after the terminal event");
+        reports_the_servers_close(&EwebsockConnector::new(), "echo:web-ew-close-", None).await;
     }
 
     /// ewebsock 0.8 does not offer subprotocols on the web: the Phoenix 1.8 auth token never
@@ -971,55 +1099,13 @@ mod ewebsock {
     /// on the web), text and binary alike.
     #[wasm_bindgen_test]
     async fn ewebsock_enforces_max_frame_size() {
-        const MAX: usize = 600;
-        for binary in [false, true] {
-            let topic = unique("echo:web-ew-big-");
-            let mut t = raw_joined_via(&EwebsockConnector::new(), &topic, |r| {
-                r.max_frame_size = MAX
-            })
-            .await;
-            let frame = if binary {
-                let body = vec![7u8; 1000];
-                Transmit::Binary(
-                    wire::encode_binary_push("1", "2", &topic, "binary", &body).unwrap(),
-                )
-            } else {
-                let body = "x".repeat(1000);
-                Transmit::Text(json!(["1", "2", &topic, "echo", { "pad": body }]).to_string())
-            };
-            t.send(frame).unwrap();
-            let evs = poll_events(&mut *t, 1, 10, "the too-large reply").await;
-            match &evs[..] {
-                [TransportEvent::Failed(TransportError::FrameTooLarge { size, max })] => {
-                    assert!(*size > 1000 && *max == MAX, "{size} {max}");
-                }
-                other => panic!("binary={binary}: expected FrameTooLarge, got {other:?}"),
-            }
-            assert!(!t.is_open());
-            yield_ms(20).await;
-            assert_eq!(t.poll(), None);
-        }
+        enforces_max_frame_size(&EwebsockConnector::new(), "echo:web-ew-big-").await;
     }
 
     /// Nothing listening: a connect failure event, no panic.
     #[wasm_bindgen_test]
     async fn ewebsock_connect_failure_is_an_event() {
-        let mut t = EwebsockConnector::new().connect(
-            ConnectRequest::new("ws://127.0.0.1:9/socket/websocket"),
-            &NetworkWaker::none(),
-        );
-        t.send(Transmit::Text("[]".into())).unwrap();
-        let evs = poll_events(&mut *t, 1, 10, "the connect failure").await;
-        assert!(
-            matches!(
-                &evs[..],
-                [TransportEvent::Failed(TransportError::Connect(_))]
-            ),
-            "{evs:?}"
-        );
-        assert!(!t.is_open());
-        yield_ms(20).await;
-        assert_eq!(t.poll(), None);
+        nothing_listening_is_a_connect_failure(&EwebsockConnector::new()).await;
     }
 
     /// The plugin on ewebsock: connect, join, JSON echo, one binary echo (a single binary frame
@@ -1028,35 +1114,10 @@ mod ewebsock {
     async fn ewebsock_plugin_connects_joins_echoes_and_reconnects() {
         let mut app = app_ewebsock();
         let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-ew-"))).await;
-        let body = json!({"hello": "ewebsock"});
-        let h = push(&mut app, PushMessage::json(ch, "echo", &body).unwrap());
-        match &reply(&mut app, h).await.outcome {
-            PushOutcome::Ok(p) => assert_eq!(p.decode::<Value>().unwrap(), body),
-            other => panic!("expected an ok echo, got {other:?}"),
-        }
-        let bytes = vec![0u8, 1, 2, 0xff];
-        let h = push(&mut app, PushMessage::binary(ch, "binary", bytes.clone()));
-        let r = reply(&mut app, h).await;
-        assert_eq!(r.response().and_then(Payload::as_bytes), Some(&bytes[..]));
-
-        push(
-            &mut app,
-            PushMessage::json(ch, "disconnect_me", &json!({}))
-                .unwrap()
-                .fire_and_forget(),
-        );
-        pump_until(&mut app, 10, "disconnect, reconnect and rejoin", |w| {
-            let l = w.resource::<Log>();
-            !l.disconnected.is_empty() && l.connected == 2 && l.joined.iter().any(|j| j.rejoin)
-        })
-        .await;
-        let reason = format!("{:?}", log(&app).disconnected[0].reason);
+        json_echo(&mut app, ch, &json!({"hello": "ewebsock"})).await;
+        binary_echo(&mut app, ch, vec![0u8, 1, 2, 0xff]).await;
+        let reason = server_disconnect_then_rejoin(&mut app, ch).await;
         assert!(reason.contains("code: None"), "{reason}");
-        let h = push(
-            &mut app,
-            PushMessage::json(ch, "echo", &json!({"after": "rejoin"})).unwrap(),
-        );
-        assert!(reply(&mut app, h).await.is_ok());
     }
 }
 
@@ -1070,10 +1131,12 @@ mod worker {
     use super::*;
     use bevy_phoenix_channels::transport::WebWorkerConnector;
 
+    /// The test app with its default socket on the worker transport.
     fn app_worker() -> App {
         app_worker_with(|s| s)
     }
 
+    /// [`app_worker`] with more socket settings.
     fn app_worker_with(f: impl FnOnce(SocketConfig) -> SocketConfig) -> App {
         app_from(socket_config(server_url(), f).with_transport(WebWorkerConnector))
     }
@@ -1127,141 +1190,35 @@ mod worker {
     /// `close` nothing follows and sends fail.
     #[wasm_bindgen_test]
     async fn worker_transport_keeps_wire_order_of_text_and_binary_frames() {
-        let topic = unique("echo:web-wk-raw-");
-        let mut t = raw_joined_via(&WebWorkerConnector, &topic, |_| {}).await;
-        for round in 0..3 {
-            let (got, want) = wire_order_burst(&mut *t, &topic, round).await;
-            if got != want {
-                let first = got.iter().zip(&want).position(|(g, w)| g != w);
-                panic!(
-                    "round {round}: frames out of wire order; first difference at {first:?}\n \
-                     got: {got:#?}\nwant: {want:#?}"
-                );
-            }
-        }
-        let stats = t.stats();
-        assert_eq!(
-            (stats.messages_out, stats.messages_in),
-            (1 + 3 * 3 * 40, 1 + 3 * 5 * 40)
-        );
-        t.close();
-        assert!(!t.is_open());
-        yield_ms(50).await;
-        assert_eq!(t.poll(), None);
-        assert!(t.send(Transmit::Text("[]".into())).is_err());
+        keeps_wire_order_of_text_and_binary_frames(&WebWorkerConnector, "echo:web-wk-raw-", 3)
+            .await;
     }
 
-    /// The server's close reaches the page with its code, after the frames before it.
+    /// The server's close reaches the page with its code, after the frames before it; the
+    /// worker is terminated at once on that terminal event, before the transport is dropped.
     #[wasm_bindgen_test]
     async fn worker_transport_reports_the_servers_close_code() {
         let base = settled_workers().await;
-        let topic = unique("echo:web-wk-close-");
-        let mut t = raw_joined_via(&WebWorkerConnector, &topic, |_| {}).await;
-        t.send(Transmit::Text(
-            json!(["1", "2", &topic, "push_me", {"event": "last", "payload": {}}]).to_string(),
-        ))
-        .unwrap();
-        t.send(Transmit::Text(
-            json!(["1", "3", &topic, "disconnect_me", {}]).to_string(),
-        ))
-        .unwrap();
-        t.flush();
-        let evs = poll_events(&mut *t, 3, 10, "a push, its reply and the server's close").await;
-        assert_eq!(
-            describe(&evs[0]),
-            json!(["1", Value::Null, &topic, "last", {}])
-        );
-        assert_eq!(describe(&evs[1]), text_reply(&topic, 2, json!({})));
-        match &evs[2] {
-            TransportEvent::Closed(info) => {
-                assert_eq!((info.code, info.by_peer), (Some(1000), true), "{info:?}")
-            }
-            other => panic!("expected Closed, got {other:?}"),
-        }
-        assert!(!t.is_open());
-        yield_ms(20).await;
-        assert_eq!(t.poll(), None, "nothing after the terminal event");
-        // The worker is terminated at once on a terminal event, before the drop.
+        let t =
+            reports_the_servers_close(&WebWorkerConnector, "echo:web-wk-close-", Some(1000)).await;
         assert_eq!(WebWorkerConnector::live_workers(), base);
         drop(t);
     }
 
     /// The auth token's subprotocols reach the server through the worker, and the one it
-    /// picked comes back; a subprotocol the browser refuses fails the connect with the hint.
+    /// picked comes back; a subprotocol the browser refuses fails the connect with the hint;
+    /// nothing listening is a connect failure too.
     #[wasm_bindgen_test]
     async fn worker_transport_offers_subprotocols_and_names_a_refused_one() {
-        let url = format!("{}/websocket?vsn=2.0.0", server_url());
-        let mut req = ConnectRequest::new(url.clone());
-        req.subprotocols = bevy_phoenix_channels::protocol::config::auth_subprotocols("good-token");
-        let mut t = WebWorkerConnector.connect(req, &NetworkWaker::none());
-        let evs = poll_events(&mut *t, 1, 10, "open").await;
-        assert_eq!(
-            evs,
-            [TransportEvent::Opened {
-                protocol: Some("phoenix".into())
-            }]
-        );
-        t.close();
-
-        let mut t = WebWorkerConnector.connect(
-            ConnectRequest {
-                subprotocols: vec!["phoenix".into(), "base64url.bearer.phx.Pz8/".into()],
-                ..ConnectRequest::new(url)
-            },
-            &NetworkWaker::none(),
-        );
-        let evs = poll_events(&mut *t, 1, 10, "the connect failure").await;
-        match &evs[0] {
-            TransportEvent::Failed(TransportError::Connect(msg)) => {
-                assert!(msg.contains("cannot be sent from a browser"), "{msg}")
-            }
-            other => panic!("expected a connect failure, got {other:?}"),
-        }
-        // Nothing listening: a connect failure too.
-        let mut t = WebWorkerConnector.connect(
-            ConnectRequest::new("ws://127.0.0.1:9/socket/websocket"),
-            &NetworkWaker::none(),
-        );
-        t.send(Transmit::Text("[]".into())).unwrap();
-        t.flush();
-        let evs = poll_events(&mut *t, 1, 10, "the refused connect").await;
-        assert!(
-            matches!(
-                &evs[..],
-                [TransportEvent::Failed(TransportError::Connect(_))]
-            ),
-            "{evs:?}"
-        );
+        offers_subprotocols_and_reports_the_chosen_one(&WebWorkerConnector).await;
+        names_the_auth_token_a_browser_cannot_send(&WebWorkerConnector).await;
+        nothing_listening_is_a_connect_failure(&WebWorkerConnector).await;
     }
 
     /// Incoming frames over `max_frame_size` end the connection with `FrameTooLarge`.
     #[wasm_bindgen_test]
     async fn worker_transport_enforces_max_frame_size() {
-        const MAX: usize = 600;
-        for binary in [false, true] {
-            let topic = unique("echo:web-wk-big-");
-            let mut t =
-                raw_joined_via(&WebWorkerConnector, &topic, |r| r.max_frame_size = MAX).await;
-            let frame = if binary {
-                Transmit::Binary(
-                    wire::encode_binary_push("1", "2", &topic, "binary", &[7u8; 1000]).unwrap(),
-                )
-            } else {
-                Transmit::Text(
-                    json!(["1", "2", &topic, "echo", { "pad": "x".repeat(1000) }]).to_string(),
-                )
-            };
-            t.send(frame).unwrap();
-            t.flush();
-            let evs = poll_events(&mut *t, 1, 10, "the too-large reply").await;
-            match &evs[..] {
-                [TransportEvent::Failed(TransportError::FrameTooLarge { size, max })] => {
-                    assert!(*size > 1000 && *max == MAX, "{size} {max}");
-                }
-                other => panic!("binary={binary}: expected FrameTooLarge, got {other:?}"),
-            }
-            assert!(!t.is_open());
-        }
+        enforces_max_frame_size(&WebWorkerConnector, "echo:web-wk-big-").await;
     }
 
     /// `send_backlog` counts what `send` accepted until the worker's socket took it: frames not
@@ -1314,70 +1271,15 @@ mod worker {
     /// when it stops; the replies are consumed and counted, never returned.
     #[wasm_bindgen_test]
     async fn worker_transport_keepalive_speaks_only_while_nobody_polls() {
-        let mut t = WebWorkerConnector.connect(
-            ConnectRequest {
-                keepalive: Some(Duration::from_millis(200)),
-                ..ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url()))
-            },
-            &NetworkWaker::none(),
-        );
-        let opened = poll_events(&mut *t, 1, 10, "open").await;
-        assert!(
-            matches!(opened[0], TransportEvent::Opened { .. }),
-            "{opened:?}"
-        );
-        let until = Instant::now() + Duration::from_millis(1_000);
-        while Instant::now() < until {
-            if let Some(ev) = t.poll() {
-                panic!("nothing was asked for: {ev:?}");
-            }
-            yield_ms(20).await;
-        }
-        assert_eq!(t.stats().keepalives_sent, 0);
-        yield_ms(1_500).await;
-        let mut got = Vec::new();
-        while let Some(ev) = t.poll() {
-            got.push(ev);
-        }
-        // The replies to the last heartbeats may still be on their way: wait for them.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while t.stats().keepalive_replies != t.stats().keepalives_sent {
-            assert!(Instant::now() < deadline, "{:?}", t.stats());
-            while let Some(ev) = t.poll() {
-                got.push(ev);
-            }
-            yield_ms(20).await;
-        }
-        let stats = t.stats();
-        assert!(
-            (3..=10).contains(&stats.keepalives_sent),
-            "{stats:?}: one heartbeat per 200 ms for 1.5 s"
-        );
-        assert!(got.is_empty(), "nothing for the app: {got:?}");
-        assert_eq!(stats.messages_in, 0, "{stats:?}");
-        t.close();
+        keepalive_speaks_only_while_nobody_polls(&WebWorkerConnector).await;
     }
 
     /// A frozen app on the worker transport keeps its connection to a server that closes
     /// websockets after 1.5 s of silence.
     #[wasm_bindgen_test]
     async fn worker_plugin_keeps_its_connection_while_the_app_is_frozen() {
-        let mut app = app_from(
-            socket_config(idle_server_url(), |s| {
-                s.with_heartbeat(Duration::from_millis(500))
-            })
-            .with_transport(WebWorkerConnector),
-        );
-        let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-wk-frozen-"))).await;
-        yield_ms(4_000).await;
-        let h = push(
-            &mut app,
-            PushMessage::json(ch, "echo", &json!({"after": "freeze"})).unwrap(),
-        );
-        assert!(reply(&mut app, h).await.is_ok());
-        let l = log(&app);
-        assert!(l.disconnected.is_empty(), "{:?}", l.disconnected);
-        assert_eq!((l.connected, l.joined.len()), (1, 1));
+        let app = app_from(frozen_config().with_transport(WebWorkerConnector));
+        keeps_its_connection_while_frozen(app, "echo:web-wk-frozen-").await;
     }
 
     /// The plugin on the worker transport: join, JSON push/reply, binary both ways (a 256 KiB
@@ -1394,63 +1296,15 @@ mod worker {
         )
         .await;
         let body = json!({"hello": "worker", "s": "é ✓"});
-        let h = push(&mut app, PushMessage::json(ch, "shout", &body).unwrap());
-        assert!(reply(&mut app, h).await.is_ok());
-        pump_until(&mut app, 10, "the text broadcast", |w| {
-            w.resource::<Log>()
-                .messages
-                .iter()
-                .any(|m| &*m.event == "shout")
-        })
-        .await;
-        let m = log(&app)
-            .messages
-            .iter()
-            .find(|m| &*m.event == "shout")
-            .unwrap();
+        let shout = PushMessage::json(ch, "shout", &body).unwrap();
+        let m = broadcast_back(&mut app, shout, "shout").await;
         assert_eq!((m.channel, m.broadcast), (ch, true));
         assert_eq!(m.decode::<Value>().unwrap(), body);
-
-        let data = vec![0xde_u8, 0xad, 0xbe, 0xef];
-        let h = push(
-            &mut app,
-            PushMessage::binary(ch, "shout_binary", data.clone()),
-        );
-        assert!(reply(&mut app, h).await.is_ok());
-        pump_until(&mut app, 10, "the binary broadcast", |w| {
-            w.resource::<Log>()
-                .messages
-                .iter()
-                .any(|m| &*m.event == "shout_binary")
-        })
-        .await;
-        let m = log(&app)
-            .messages
-            .iter()
-            .find(|m| &*m.event == "shout_binary")
-            .unwrap();
-        assert_eq!(m.payload.as_bytes(), Some(&data[..]));
+        binary_broadcast_back(&mut app, ch).await;
 
         let echo = joined(&mut app, PhoenixChannel::new(unique("echo:web-wk-"))).await;
-        let h = push(
-            &mut app,
-            PushMessage::json(echo, "whoami", &json!({})).unwrap(),
-        );
-        assert_eq!(
-            reply(&mut app, h)
-                .await
-                .response()
-                .unwrap()
-                .decode::<Value>()
-                .unwrap(),
-            json!({"auth_token": "good-token"})
-        );
-        let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
-        let h = push(&mut app, PushMessage::binary(echo, "binary", big.clone()));
-        let r = reply(&mut app, h).await;
-        assert!(r.response().and_then(Payload::as_bytes) == Some(&big[..]));
-        let l = log(&app);
-        assert!(l.errored.is_empty() && l.disconnected.is_empty());
+        auth_token_reached_the_server(&mut app, echo).await;
+        big_binary_echo(&mut app, echo).await;
     }
 
     /// A server-initiated close: the plugin reconnects (a new worker) and rejoins, and the
@@ -1461,24 +1315,8 @@ mod worker {
         let mut app = app_worker();
         let ch = joined(&mut app, PhoenixChannel::new(unique("echo:web-wk-recon-"))).await;
         assert_eq!(WebWorkerConnector::live_workers(), base + 1);
-        push(
-            &mut app,
-            PushMessage::json(ch, "disconnect_me", &json!({}))
-                .unwrap()
-                .fire_and_forget(),
-        );
-        pump_until(&mut app, 10, "disconnect, reconnect and rejoin", |w| {
-            let l = w.resource::<Log>();
-            !l.disconnected.is_empty() && l.connected == 2 && l.joined.iter().any(|j| j.rejoin)
-        })
-        .await;
-        let reason = format!("{:?}", log(&app).disconnected[0].reason);
+        let reason = server_disconnect_then_rejoin(&mut app, ch).await;
         assert!(reason.contains("code: Some(1000)"), "{reason}");
-        let h = push(
-            &mut app,
-            PushMessage::json(ch, "echo", &json!({"after": "rejoin"})).unwrap(),
-        );
-        assert!(reply(&mut app, h).await.is_ok());
         assert_eq!(
             WebWorkerConnector::live_workers(),
             base + 1,
@@ -1493,28 +1331,8 @@ mod worker {
     /// `pagehide` closes the worker's socket cleanly (1000); the plugin reconnects after.
     #[wasm_bindgen_test]
     async fn worker_plugin_closes_cleanly_on_pagehide_and_reconnects_after() {
-        let mut app = app_worker();
-        let ch = joined(
-            &mut app,
-            PhoenixChannel::new(unique("echo:web-wk-pagehide-")),
-        )
-        .await;
-        web_sys::window()
-            .unwrap()
-            .dispatch_event(&web_sys::Event::new("pagehide").unwrap())
-            .unwrap();
-        pump_until(&mut app, 10, "clean close, reconnect and rejoin", |w| {
-            let l = w.resource::<Log>();
-            !l.disconnected.is_empty() && l.connected == 2 && l.joined.iter().any(|j| j.rejoin)
-        })
-        .await;
-        let reason = format!("{:?}", log(&app).disconnected[0].reason);
-        assert!(reason.contains("code: Some(1000)"), "{reason}");
-        let h = push(
-            &mut app,
-            PushMessage::json(ch, "echo", &json!({"after": "pagehide"})).unwrap(),
-        );
-        assert!(reply(&mut app, h).await.is_ok());
+        closes_cleanly_on_pagehide_and_reconnects_after(app_worker(), "echo:web-wk-pagehide-")
+            .await;
     }
 
     /// Pushes past `max_send_backlog` in one frame end as dropped (send queue full), every push
@@ -1590,10 +1408,7 @@ mod worker {
         };
 
         // 1. `close` on a raw transport.
-        let mut t = WebWorkerConnector.connect(
-            ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url())),
-            &NetworkWaker::none(),
-        );
+        let mut t = connect_via(&WebWorkerConnector, |_| {});
         t.send(Transmit::Text(
             json!(["1", "1", &topic, "phx_join", {"user_id": "raw"}]).to_string(),
         ))
@@ -1640,12 +1455,7 @@ mod worker {
         // (Counted from here: a leaked app's worker, see above, stays.)
         let base = WebWorkerConnector::live_workers();
         let many: Vec<_> = (0..8)
-            .map(|_| {
-                WebWorkerConnector.connect(
-                    ConnectRequest::new(format!("{}/websocket?vsn=2.0.0", server_url())),
-                    &NetworkWaker::none(),
-                )
-            })
+            .map(|_| connect_via(&WebWorkerConnector, |_| {}))
             .collect();
         assert_eq!(WebWorkerConnector::live_workers(), base + 8);
         drop(many);
