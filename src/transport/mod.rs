@@ -70,6 +70,8 @@ mod wait;
 #[cfg(target_arch = "wasm32")]
 mod web;
 #[cfg(target_arch = "wasm32")]
+mod web_common;
+#[cfg(target_arch = "wasm32")]
 mod web_worker;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -28,67 +28,24 @@
 //! any other, so when the page is shown again and frames resume, the socket reconnects and
 //! rejoins.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::Rc;
 
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
-use web_time::Instant;
 
-use super::{CloseInfo, ConnectRequest, TransportError, TransportEvent, TransportStats};
+use super::web_common::{
+    self, Conn, KEEPALIVE_REPLY, PageHide, Shared, WebConn, blob_worker, js_error_text,
+};
+use super::{ConnectRequest, TransportError, TransportEvent, TransportStats};
 use crate::protocol::Transmit;
 
-/// What the callbacks share with the transport.
-struct Shared {
-    events: VecDeque<TransportEvent>,
-    /// The `open` event was seen.
-    opened: bool,
-    /// A terminal event was queued: ignore whatever follows.
-    finished: bool,
-    max_frame_size: usize,
-    /// When `poll` last ran (the keepalive stays quiet while the app polls).
-    last_poll: Instant,
-    /// Keepalive heartbeats sent.
-    keepalives: u64,
-    /// Replies to them, consumed here.
-    keepalive_replies: u64,
-}
-
-impl Shared {
-    fn finish(&mut self, event: TransportEvent) {
-        if !self.finished {
-            self.finished = true;
-            self.events.push_back(event);
-        }
-    }
-}
-
+/// The socket's event callbacks, kept alive while they are registered.
 struct Callbacks {
     _open: Closure<dyn FnMut(Event)>,
     _message: Closure<dyn FnMut(MessageEvent)>,
     _error: Closure<dyn FnMut(Event)>,
     _close: Closure<dyn FnMut(CloseEvent)>,
-}
-
-/// How the server's replies to keepalive heartbeats begin (Phoenix echoes the ref, with a null
-/// join_ref); no frame of the core's own starts like this, its refs are numbers.
-const KEEPALIVE_REPLY: &str = r#"[null,"keepalive-"#;
-
-/// The `pagehide` listener on `window`; removed on drop.
-struct PageHide {
-    window: web_sys::Window,
-    callback: Closure<dyn FnMut(Event)>,
-}
-
-impl Drop for PageHide {
-    fn drop(&mut self) {
-        let _ = self.window.remove_event_listener_with_callback(
-            "pagehide",
-            self.callback.as_ref().unchecked_ref(),
-        );
-    }
 }
 
 /// The keepalive worker; terminated (and its script URL revoked) on drop.
@@ -111,20 +68,10 @@ fn start_keepalive(
     every: std::time::Duration,
     tick: Closure<dyn FnMut(MessageEvent)>,
 ) -> Result<Keepalive, wasm_bindgen::JsValue> {
-    let ms = every.as_millis().clamp(50, i32::MAX as u128);
-    let code = format!("setInterval(function () {{ postMessage(0); }}, {ms});");
-    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(&code));
-    let options = web_sys::BlobPropertyBag::new();
-    options.set_type("application/javascript");
-    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options)?;
-    let url = web_sys::Url::create_object_url_with_blob(&blob)?;
-    let worker = match web_sys::Worker::new(&url) {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = web_sys::Url::revoke_object_url(&url);
-            return Err(e);
-        }
-    };
+    let ms = web_common::keepalive_ms(every);
+    let (worker, url) = blob_worker(&format!(
+        "setInterval(function () {{ postMessage(0); }}, {ms});"
+    ))?;
     worker.set_onmessage(Some(tick.as_ref().unchecked_ref()));
     Ok(Keepalive {
         worker,
@@ -133,6 +80,7 @@ fn start_keepalive(
     })
 }
 
+/// A connection through a `WebSocket` on this thread.
 pub(crate) struct Inner {
     socket: Option<WebSocket>,
     _callbacks: Option<Callbacks>,
@@ -140,85 +88,59 @@ pub(crate) struct Inner {
     keepalive: Option<Keepalive>,
     /// Dropped (listener removed) on shutdown.
     pagehide: Option<PageHide>,
-    shared: Rc<RefCell<Shared>>,
     /// Frames sent before `open` (the browser rejects sends while CONNECTING).
     pending: VecDeque<Transmit>,
-    deadline: Instant,
-    /// `Opened` was returned by `poll`.
-    open_delivered: bool,
-    /// Terminal event returned, or closed by us: `poll` returns `None` forever.
-    done: bool,
-    stats: TransportStats,
+    /// The event queue, connect deadline and counters.
+    conn: Conn,
 }
 
-fn js_error_text(value: &wasm_bindgen::JsValue) -> String {
-    value
-        .as_string()
-        .or_else(|| {
-            value
-                .dyn_ref::<js_sys::Error>()
-                .map(|e| String::from(e.message()))
-        })
-        .unwrap_or_else(|| format!("{value:?}"))
-}
-
+/// `readyState` of an open socket.
 const OPEN: u16 = WebSocket::OPEN;
+/// `readyState` of a socket still connecting.
 const CONNECTING: u16 = WebSocket::CONNECTING;
+
+impl WebConn for Inner {
+    type Extra = ();
+
+    fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
+    fn on_open(&mut self) {
+        self.send_pending();
+    }
+
+    fn end(&mut self, _grace: bool) {
+        self.shutdown();
+    }
+}
 
 impl Inner {
     pub(crate) fn connect(req: ConnectRequest) -> Self {
-        let shared = Rc::new(RefCell::new(Shared {
-            events: VecDeque::new(),
-            opened: false,
-            finished: false,
-            max_frame_size: req.max_frame_size,
-            last_poll: Instant::now(),
-            keepalives: 0,
-            keepalive_replies: 0,
-        }));
+        let shared = Shared::new_rc(&req, ());
         let mut inner = Self {
             socket: None,
             _callbacks: None,
             keepalive: None,
             pagehide: None,
-            shared: shared.clone(),
             pending: VecDeque::new(),
-            deadline: Instant::now() + req.connect_timeout,
-            open_delivered: false,
-            done: false,
-            stats: TransportStats::default(),
+            conn: Conn::new(&req, shared.clone()),
         };
         let socket = if req.subprotocols.is_empty() {
             WebSocket::new(&req.url)
         } else {
-            let list = js_sys::Array::new();
-            for p in &req.subprotocols {
-                list.push(&wasm_bindgen::JsValue::from_str(p));
-            }
-            WebSocket::new_with_str_sequence(&req.url, &list)
+            WebSocket::new_with_str_sequence(&req.url, &web_common::js_strings(&req.subprotocols))
         };
         let socket = match socket {
             Ok(socket) => socket,
             Err(e) => {
-                // Browsers refuse subprotocols with characters outside RFC 7230 tokens; a
-                // Phoenix auth token whose standard base64 has a '/' is the usual cause.
-                let hint = if req
-                    .subprotocols
-                    .iter()
-                    .any(|p| p.contains(['/', '=', ',', ' ']))
-                {
-                    " (a subprotocol has a character browsers refuse: an auth token whose \
-                     base64 contains '/' cannot be sent from a browser, with phoenix.js either)"
-                } else {
-                    ""
-                };
                 shared
                     .borrow_mut()
-                    .finish(TransportEvent::Failed(TransportError::Connect(format!(
-                        "cannot open {:?}: {}{hint}",
-                        req.url,
-                        js_error_text(&e)
-                    ))));
+                    .finish(TransportEvent::Failed(web_common::cannot_open(
+                        &req.url,
+                        &req.subprotocols,
+                        &js_error_text(&e),
+                    )));
                 return inner;
             }
         };
@@ -230,13 +152,8 @@ impl Inner {
                 let protocol = e
                     .target()
                     .and_then(|t| t.dyn_into::<WebSocket>().ok())
-                    .map(|ws| ws.protocol())
-                    .filter(|p| !p.is_empty());
-                let mut s = shared.borrow_mut();
-                if !s.finished {
-                    s.opened = true;
-                    s.events.push_back(TransportEvent::Opened { protocol });
-                }
+                    .map(|ws| ws.protocol());
+                shared.borrow_mut().open(protocol);
             })
         };
         let on_message = {
@@ -246,40 +163,28 @@ impl Inner {
                 if s.finished {
                     return;
                 }
-                let max = s.max_frame_size;
                 let data = e.data();
                 let event = if let Some(text) = data.as_string() {
                     if text.starts_with(KEEPALIVE_REPLY) {
                         s.keepalive_replies += 1;
                         return;
                     }
-                    if text.len() > max {
-                        Err(text.len())
-                    } else {
-                        Ok(TransportEvent::Text(text.into()))
+                    if !s.fits(text.len()) {
+                        return;
                     }
+                    TransportEvent::Text(text.into())
                 } else if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
-                    let size = buf.byte_length() as usize;
-                    if size > max {
-                        Err(size)
-                    } else {
-                        Ok(TransportEvent::Binary(
-                            js_sys::Uint8Array::new(buf).to_vec(),
-                        ))
+                    if !s.fits(buf.byte_length() as usize) {
+                        return;
                     }
+                    TransportEvent::Binary(js_sys::Uint8Array::new(buf).to_vec())
                 } else {
                     s.finish(TransportEvent::Failed(TransportError::Protocol(
                         "unexpected message data type (binaryType is not arraybuffer?)".into(),
                     )));
                     return;
                 };
-                match event {
-                    Ok(event) => s.events.push_back(event),
-                    Err(size) => s.finish(TransportEvent::Failed(TransportError::FrameTooLarge {
-                        size,
-                        max,
-                    })),
-                }
+                s.events.push_back(event);
             })
         };
         // The browser gives no detail in `error`; the `close` that always follows reports.
@@ -287,21 +192,7 @@ impl Inner {
         let on_close = {
             let shared = shared.clone();
             Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
-                let mut s = shared.borrow_mut();
-                let code = e.code();
-                let event = if s.opened {
-                    TransportEvent::Closed(CloseInfo {
-                        code: (code != 1006).then_some(code),
-                        reason: e.reason(),
-                        by_peer: true,
-                    })
-                } else {
-                    TransportEvent::Failed(TransportError::Connect(format!(
-                        "WebSocket connection failed (close code {code}); the browser does not say \
-                         why (refused upgrade, TLS or network error)"
-                    )))
-                };
-                s.finish(event);
+                shared.borrow_mut().closed(e.code(), e.reason());
             })
         };
         socket.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -313,18 +204,11 @@ impl Inner {
                 let shared = shared.clone();
                 let socket = socket.clone();
                 Closure::<dyn FnMut(MessageEvent)>::new(move |_e: MessageEvent| {
-                    let mut s = shared.borrow_mut();
-                    if s.finished || socket.ready_state() != OPEN || s.last_poll.elapsed() < every {
-                        return;
+                    let open = socket.ready_state() == OPEN;
+                    if let Some(frame) = shared.borrow_mut().keepalive_due(every, open) {
+                        // A failure here shows up as the socket's close.
+                        let _ = socket.send_with_str(&frame);
                     }
-                    s.keepalives += 1;
-                    // The reply is `[null,"keepalive-N","phoenix","phx_reply",…]`.
-                    let frame = format!(
-                        r#"[null,"keepalive-{}","phoenix","heartbeat",{{}}]"#,
-                        s.keepalives
-                    );
-                    // A failure here shows up as the socket's close.
-                    let _ = socket.send_with_str(&frame);
                 })
             };
             match start_keepalive(every, tick) {
@@ -336,22 +220,16 @@ impl Inner {
                 ),
             }
         }
-        if let Some(window) = web_sys::window() {
+        inner.pagehide = {
             let socket = socket.clone();
-            let callback = Closure::<dyn FnMut(Event)>::new(move |_e: Event| {
+            PageHide::listen(move |_e: Event| {
                 let state = socket.ready_state();
                 if state == CONNECTING || state == OPEN {
                     // The `close` event that follows reports it (code 1000).
                     let _ = socket.close_with_code_and_reason(1000, "page hidden");
                 }
-            });
-            if window
-                .add_event_listener_with_callback("pagehide", callback.as_ref().unchecked_ref())
-                .is_ok()
-            {
-                inner.pagehide = Some(PageHide { window, callback });
-            }
-        }
+            })
+        };
         inner.socket = Some(socket);
         inner._callbacks = Some(Callbacks {
             _open: on_open,
@@ -362,43 +240,9 @@ impl Inner {
         inner
     }
 
+    /// The next event (see [`web_common::poll`]); `Opened` also sends the frames queued before it.
     pub(crate) fn poll(&mut self) -> Option<TransportEvent> {
-        if self.done {
-            return None;
-        }
-        let event = {
-            let mut s = self.shared.borrow_mut();
-            s.last_poll = Instant::now();
-            s.events.pop_front()
-        };
-        let Some(event) = event else {
-            if !self.open_delivered
-                && !self.shared.borrow().opened
-                && Instant::now() >= self.deadline
-            {
-                self.shutdown();
-                return Some(TransportEvent::Failed(TransportError::Connect(
-                    "connect timed out".into(),
-                )));
-            }
-            return None;
-        };
-        match &event {
-            TransportEvent::Opened { .. } => {
-                self.open_delivered = true;
-                self.send_pending();
-            }
-            TransportEvent::Text(s) => {
-                self.stats.messages_in += 1;
-                self.stats.bytes_in += s.len() as u64;
-            }
-            TransportEvent::Binary(b) => {
-                self.stats.messages_in += 1;
-                self.stats.bytes_in += b.len() as u64;
-            }
-            TransportEvent::Closed(_) | TransportEvent::Failed(_) => self.shutdown(),
-        }
-        Some(event)
+        web_common::poll(self)
     }
 
     /// Sends the frames queued before `open`, in order; stops at the first failure.
@@ -413,6 +257,7 @@ impl Inner {
         }
     }
 
+    /// Sends one frame on the socket now.
     fn send_now(&self, t: &Transmit) -> Result<(), TransportError> {
         let Some(socket) = &self.socket else {
             return Err(not_open());
@@ -425,7 +270,7 @@ impl Inner {
     }
 
     pub(crate) fn send(&mut self, t: Transmit) -> Result<(), TransportError> {
-        if self.done {
+        if self.conn.done {
             return Err(not_open());
         }
         let Some(socket) = &self.socket else {
@@ -440,15 +285,15 @@ impl Inner {
             }
             _ => return Err(TransportError::Io("connection is closing".into())),
         }
-        self.stats.messages_out += 1;
-        self.stats.bytes_out += size as u64;
+        self.conn.stats.messages_out += 1;
+        self.conn.stats.bytes_out += size as u64;
         Ok(())
     }
 
     pub(crate) fn flush(&mut self) {
         // The browser writes on its own; only frames queued before `open` may wait here.
         if !self.pending.is_empty()
-            && !self.done
+            && !self.conn.done
             && self
                 .socket
                 .as_ref()
@@ -459,15 +304,14 @@ impl Inner {
     }
 
     pub(crate) fn close(&mut self) {
-        self.done = true;
         self.pending.clear();
-        self.shared.borrow_mut().events.clear();
+        self.conn.close();
         self.shutdown();
     }
 
     /// Unregisters the callbacks and closes the socket (code 1000) if it is still live.
     fn shutdown(&mut self) {
-        self.done = true;
+        self.conn.done = true;
         self.keepalive = None;
         self.pagehide = None;
         if let Some(socket) = self.socket.take() {
@@ -483,25 +327,20 @@ impl Inner {
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.open_delivered && !self.done && !self.shared.borrow().finished
+        self.conn.is_open()
     }
 
     pub(crate) fn send_backlog(&self) -> usize {
         let pending: usize = self.pending.iter().map(Transmit::len).sum();
         let buffered = match &self.socket {
-            Some(s) if !self.done => s.buffered_amount() as usize,
+            Some(s) if !self.conn.done => s.buffered_amount() as usize,
             _ => 0,
         };
         pending + buffered
     }
 
     pub(crate) fn stats(&self) -> TransportStats {
-        let s = self.shared.borrow();
-        TransportStats {
-            keepalives_sent: s.keepalives,
-            keepalive_replies: s.keepalive_replies,
-            ..self.stats
-        }
+        self.conn.stats()
     }
 }
 
@@ -512,10 +351,12 @@ impl Drop for Inner {
     }
 }
 
+/// The error for a send on a connection that is not open.
 fn not_open() -> TransportError {
     TransportError::Io("connection is not open".into())
 }
 
+/// Logs a failed send of a frame queued before `open`.
 fn log_send_error(e: &TransportError) {
     bevy::log::warn!("WebSocket send of a queued frame failed: {e}");
 }

@@ -39,28 +39,28 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
 
 use js_sys::{Array, ArrayBuffer, Uint8Array, Uint32Array};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{Event, MessageEvent};
-use web_time::Instant;
 
-use super::{CloseInfo, ConnectRequest, TransportError, TransportEvent, TransportStats};
+use super::web_common::{self, Conn, PageHide, WebConn, js_error_text};
+use super::{ConnectRequest, TransportError, TransportEvent, TransportStats};
 use crate::protocol::Transmit;
 
 /// How long a closed transport's worker may take to close its socket cleanly before it is
 /// terminated, in milliseconds.
 pub(crate) const CLOSE_GRACE_MS: i32 = 1_000;
 
-/// The worker's script. Messages from the page: `[0, url, protocols, keepaliveMs]` opens the
-/// socket; `[1, batch, count, bytes, lengths]` sends frames (each length word is `len * 2 + 1`
-/// for binary, `len * 2` for text); `[2, text]` sends a keepalive heartbeat if open; `[3]`
-/// closes (1000) and ends the worker; `[4]` closes (1000, "page hidden"). Messages to the page:
-/// `[0, protocol]` open; `[1, acked, bufferedAmount, keepaliveReplies, byteCount, bytes,
-/// lengths]` frames and acknowledgements; `[2, code, reason]` closed; `[3]` keepalive tick;
-/// `[5, error]` the WebSocket constructor threw.
+/// The worker's script (its `KA` is [`web_common::KEEPALIVE_REPLY`]). Messages from the page:
+/// `[0, url, protocols, keepaliveMs]` opens the socket; `[1, batch, count, bytes, lengths]`
+/// sends frames (each length word is `len * 2 + 1` for binary, `len * 2` for text); `[2, text]`
+/// sends a keepalive heartbeat if open; `[3]` closes (1000) and ends the worker; `[4]` closes
+/// (1000, "page hidden"). Messages to the page: `[0, protocol]` open; `[1, acked,
+/// bufferedAmount, keepaliveReplies, byteCount, bytes, lengths]` frames and acknowledgements;
+/// `[2, code, reason]` closed; `[3]` keepalive tick; `[5, error]` the WebSocket constructor
+/// threw.
 const WORKER_JS: &str = r#""use strict";
 var ws = null, closing = false, pending = [], acked = 0, replies = 0;
 var buf = new Uint8Array(65536), pos = 0, lens = [], due = false, reported = 0, watching = false;
@@ -168,9 +168,6 @@ onmessage = function (e) {
 };
 "#;
 
-/// How the server's replies to keepalive heartbeats begin (as in the worker's `KA`).
-const KEEPALIVE_PREFIX: &str = "keepalive-";
-
 thread_local! {
     /// Workers started by this thread's worker transports and not yet terminated.
     static LIVE_WORKERS: Cell<usize> = const { Cell::new(0) };
@@ -181,35 +178,21 @@ pub(crate) fn live_workers() -> usize {
     LIVE_WORKERS.with(Cell::get)
 }
 
-/// What the worker's messages update, shared with the transport.
-struct Shared {
-    events: VecDeque<TransportEvent>,
-    /// The `open` event was seen.
-    opened: bool,
-    /// A terminal event was queued: ignore whatever follows.
-    finished: bool,
-    max_frame_size: usize,
-    /// When `poll` last ran (the keepalive stays quiet while the app polls).
-    last_poll: Instant,
-    keepalives: u64,
-    keepalive_replies: u64,
+/// What the worker's messages update besides the common [`web_common::Shared`].
+#[derive(Clone, Copy, Default)]
+pub(super) struct Backlog {
     /// The last batch the worker handed to its socket.
     acked: u64,
     /// The socket's `bufferedAmount` as last reported.
     buffered: usize,
 }
 
-impl Shared {
-    fn finish(&mut self, event: TransportEvent) {
-        if !self.finished {
-            self.finished = true;
-            self.events.push_back(event);
-        }
-    }
+/// What the worker's messages update, shared with the transport.
+type Shared = web_common::Shared<Backlog>;
 
+impl Shared {
     /// Splits a batch of received frames (`lengths` as the worker's script describes).
     fn frames(&mut self, bytes: &[u8], lengths: &[u32]) {
-        let max = self.max_frame_size;
         let mut at = 0usize;
         for &word in lengths {
             let size = (word >> 1) as usize;
@@ -220,11 +203,7 @@ impl Shared {
                 return;
             };
             at += size;
-            if size > max {
-                self.finish(TransportEvent::Failed(TransportError::FrameTooLarge {
-                    size,
-                    max,
-                }));
+            if !self.fits(size) {
                 return;
             }
             let event = if word & 1 == 1 {
@@ -299,81 +278,42 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// The `pagehide` listener on `window`; removed on drop.
-struct PageHide {
-    window: web_sys::Window,
-    callback: Closure<dyn FnMut(Event)>,
-}
-
-impl Drop for PageHide {
-    fn drop(&mut self) {
-        let _ = self.window.remove_event_listener_with_callback(
-            "pagehide",
-            self.callback.as_ref().unchecked_ref(),
-        );
-    }
-}
-
+/// A connection through a worker's socket.
 pub(crate) struct Inner {
     worker: Option<WorkerHandle>,
     pagehide: Option<PageHide>,
-    shared: Rc<RefCell<Shared>>,
     /// Frames sent since the last flush: their bytes, back to back, and one length word each.
     out_bytes: Vec<u8>,
     out_lengths: Vec<u32>,
     /// Batches posted to the worker and not yet acknowledged: (number, bytes).
     in_flight: VecDeque<(u64, usize)>,
+    /// The number of the next batch to post.
     next_batch: u64,
-    deadline: Instant,
-    /// `Opened` was returned by `poll`.
-    open_delivered: bool,
-    /// Terminal event returned, or closed by us: `poll` returns `None` forever.
-    done: bool,
-    stats: TransportStats,
+    /// The event queue, connect deadline and counters.
+    conn: Conn<Backlog>,
 }
 
-fn js_error_text(value: &JsValue) -> String {
-    value
-        .as_string()
-        .or_else(|| {
-            value
-                .dyn_ref::<js_sys::Error>()
-                .map(|e| String::from(e.message()))
-        })
-        .unwrap_or_else(|| format!("{value:?}"))
-}
-
-/// Creates the worker from [`WORKER_JS`] through a Blob URL.
-fn new_worker() -> Result<(web_sys::Worker, String), JsValue> {
-    let parts = Array::of1(&JsValue::from_str(WORKER_JS));
-    let options = web_sys::BlobPropertyBag::new();
-    options.set_type("application/javascript");
-    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options)?;
-    let url = web_sys::Url::create_object_url_with_blob(&blob)?;
-    match web_sys::Worker::new(&url) {
-        Ok(w) => Ok((w, url)),
-        Err(e) => {
-            let _ = web_sys::Url::revoke_object_url(&url);
-            Err(e)
-        }
-    }
+/// The error for a worker that could not be started (or sent its first message).
+fn start_failed(e: &JsValue) -> TransportEvent {
+    TransportEvent::Failed(TransportError::Connect(format!(
+        "cannot start the WebSocket worker: {}",
+        js_error_text(e)
+    )))
 }
 
 /// Handles one message from the worker.
 fn on_worker_message(
     shared: &RefCell<Shared>,
     worker: &web_sys::Worker,
-    keepalive: Option<std::time::Duration>,
-    req_url: &str,
-    hint: &str,
+    req: &ConnectRequest,
     m: &Array,
 ) {
     let mut s = shared.borrow_mut();
     let kind = m.get(0).as_f64().unwrap_or(-1.0) as i32;
     match kind {
         1 => {
-            s.acked = m.get(1).as_f64().unwrap_or(0.0) as u64;
-            s.buffered = m.get(2).as_f64().unwrap_or(0.0) as usize;
+            s.extra.acked = m.get(1).as_f64().unwrap_or(0.0) as u64;
+            s.extra.buffered = m.get(2).as_f64().unwrap_or(0.0) as usize;
             s.keepalive_replies = m.get(3).as_f64().unwrap_or(0.0) as u64;
             if s.finished {
                 return;
@@ -388,109 +328,72 @@ fn on_worker_message(
                 s.frames(&bytes, &lengths);
             }
         }
-        0 if !s.finished => {
-            let protocol = m.get(1).as_string().filter(|p| !p.is_empty());
-            s.opened = true;
-            s.events.push_back(TransportEvent::Opened { protocol });
-        }
+        0 => s.open(m.get(1).as_string()),
         2 => {
             let code = m.get(1).as_f64().unwrap_or(1006.0) as u16;
-            let event = if s.opened {
-                TransportEvent::Closed(CloseInfo {
-                    code: (code != 1006).then_some(code),
-                    reason: m.get(2).as_string().unwrap_or_default(),
-                    by_peer: true,
-                })
-            } else {
-                TransportEvent::Failed(TransportError::Connect(format!(
-                    "WebSocket connection failed (close code {code}); the browser does not say \
-                     why (refused upgrade, TLS or network error)"
-                )))
-            };
-            s.finish(event);
+            s.closed(code, m.get(2).as_string().unwrap_or_default());
         }
         3 => {
-            let Some(every) = keepalive else { return };
-            if s.finished || !s.opened || s.last_poll.elapsed() < every {
-                return;
+            let Some(every) = req.keepalive else { return };
+            let open = s.opened;
+            // The worker eats the reply.
+            if let Some(frame) = s.keepalive_due(every, open) {
+                let _ = worker.post_message(&Array::of2(&JsValue::from(2), &frame.into()));
             }
-            s.keepalives += 1;
-            // The reply is `[null,"keepalive-N","phoenix","phx_reply",…]`; the worker eats it.
-            let frame = format!(
-                r#"[null,"{KEEPALIVE_PREFIX}{}","phoenix","heartbeat",{{}}]"#,
-                s.keepalives
-            );
-            let _ = worker.post_message(&Array::of2(&JsValue::from(2), &frame.into()));
         }
         5 => {
             let error = m.get(1).as_string().unwrap_or_default();
-            s.finish(TransportEvent::Failed(TransportError::Connect(format!(
-                "cannot open {req_url:?}: {error}{hint}"
-            ))));
+            s.finish(TransportEvent::Failed(web_common::cannot_open(
+                &req.url,
+                &req.subprotocols,
+                &error,
+            )));
         }
         _ => {}
     }
 }
 
+impl WebConn for Inner {
+    type Extra = Backlog;
+
+    fn conn(&mut self) -> &mut Conn<Backlog> {
+        &mut self.conn
+    }
+
+    fn on_open(&mut self) {}
+
+    fn end(&mut self, grace: bool) {
+        self.shutdown(grace);
+    }
+}
+
 impl Inner {
     pub(crate) fn connect(req: ConnectRequest) -> Self {
-        let shared = Rc::new(RefCell::new(Shared {
-            events: VecDeque::new(),
-            opened: false,
-            finished: false,
-            max_frame_size: req.max_frame_size,
-            last_poll: Instant::now(),
-            keepalives: 0,
-            keepalive_replies: 0,
-            acked: 0,
-            buffered: 0,
-        }));
+        let shared = Shared::new_rc(&req, Backlog::default());
         let mut inner = Self {
             worker: None,
             pagehide: None,
-            shared: shared.clone(),
             out_bytes: Vec::new(),
             out_lengths: Vec::new(),
             in_flight: VecDeque::new(),
             next_batch: 1,
-            deadline: Instant::now() + req.connect_timeout,
-            open_delivered: false,
-            done: false,
-            stats: TransportStats::default(),
+            conn: Conn::new(&req, shared.clone()),
         };
-        let (worker, url) = match new_worker() {
+        let (worker, url) = match web_common::blob_worker(WORKER_JS) {
             Ok(w) => w,
             Err(e) => {
-                shared
-                    .borrow_mut()
-                    .finish(TransportEvent::Failed(TransportError::Connect(format!(
-                        "cannot start the WebSocket worker: {}",
-                        js_error_text(&e)
-                    ))));
+                shared.borrow_mut().finish(start_failed(&e));
                 return inner;
             }
         };
         LIVE_WORKERS.with(|n| n.set(n.get() + 1));
-        // Browsers refuse subprotocols with characters outside RFC 7230 tokens; a Phoenix auth
-        // token whose standard base64 has a '/' is the usual cause.
-        let hint = if req
-            .subprotocols
-            .iter()
-            .any(|p| p.contains(['/', '=', ',', ' ']))
-        {
-            " (a subprotocol has a character browsers refuse: an auth token whose base64 \
-             contains '/' cannot be sent from a browser, with phoenix.js either)"
-        } else {
-            ""
-        };
         let on_message = {
             let shared = shared.clone();
             let worker = worker.clone();
-            let keepalive = req.keepalive;
-            let req_url = req.url.clone();
+            let req = req.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
                 if let Some(m) = e.data().dyn_ref::<Array>() {
-                    on_worker_message(&shared, &worker, keepalive, &req_url, hint, m);
+                    on_worker_message(&shared, &worker, &req, m);
                 }
             })
         };
@@ -513,17 +416,11 @@ impl Inner {
         };
         worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        let protocols = Array::new();
-        for p in &req.subprotocols {
-            protocols.push(&JsValue::from_str(p));
-        }
-        let keepalive_ms = req
-            .keepalive
-            .map_or(0, |d| d.as_millis().clamp(50, i32::MAX as u128) as i32);
+        let keepalive_ms = req.keepalive.map_or(0, web_common::keepalive_ms);
         let start = Array::of4(
             &JsValue::from(0),
             &JsValue::from_str(&req.url),
-            &protocols,
+            &web_common::js_strings(&req.subprotocols),
             &JsValue::from(keepalive_ms),
         );
         let posted = worker.post_message(&start);
@@ -535,70 +432,26 @@ impl Inner {
             live: true,
         });
         if let Err(e) = posted {
-            shared
-                .borrow_mut()
-                .finish(TransportEvent::Failed(TransportError::Connect(format!(
-                    "cannot start the WebSocket worker: {}",
-                    js_error_text(&e)
-                ))));
+            shared.borrow_mut().finish(start_failed(&e));
             return inner;
         }
-        if let Some(window) = web_sys::window() {
-            let callback = Closure::<dyn FnMut(Event)>::new(move |_e: Event| {
-                // The `close` that follows reports it (code 1000).
-                let _ = worker.post_message(&Array::of1(&JsValue::from(4)));
-            });
-            if window
-                .add_event_listener_with_callback("pagehide", callback.as_ref().unchecked_ref())
-                .is_ok()
-            {
-                inner.pagehide = Some(PageHide { window, callback });
-            }
-        }
+        inner.pagehide = PageHide::listen(move |_e: Event| {
+            // The `close` that follows reports it (code 1000).
+            let _ = worker.post_message(&Array::of1(&JsValue::from(4)));
+        });
         inner
     }
 
+    /// The next event (see [`web_common::poll`]).
     pub(crate) fn poll(&mut self) -> Option<TransportEvent> {
-        if self.done {
-            return None;
-        }
-        let event = {
-            let mut s = self.shared.borrow_mut();
-            s.last_poll = Instant::now();
-            s.events.pop_front()
-        };
-        let Some(event) = event else {
-            if !self.open_delivered
-                && !self.shared.borrow().opened
-                && Instant::now() >= self.deadline
-            {
-                self.shutdown(true);
-                return Some(TransportEvent::Failed(TransportError::Connect(
-                    "connect timed out".into(),
-                )));
-            }
-            return None;
-        };
-        match &event {
-            TransportEvent::Opened { .. } => self.open_delivered = true,
-            TransportEvent::Text(s) => {
-                self.stats.messages_in += 1;
-                self.stats.bytes_in += s.len() as u64;
-            }
-            TransportEvent::Binary(b) => {
-                self.stats.messages_in += 1;
-                self.stats.bytes_in += b.len() as u64;
-            }
-            TransportEvent::Closed(_) | TransportEvent::Failed(_) => self.shutdown(false),
-        }
-        Some(event)
+        web_common::poll(self)
     }
 
     pub(crate) fn send(&mut self, t: Transmit) -> Result<(), TransportError> {
-        if self.done || self.worker.is_none() {
+        if self.conn.done || self.worker.is_none() {
             return Err(TransportError::Io("connection is not open".into()));
         }
-        if self.shared.borrow().finished {
+        if self.conn.shared.borrow().finished {
             return Err(TransportError::Io("connection is closing".into()));
         }
         let (bytes, kind) = match &t {
@@ -614,17 +467,17 @@ impl Inner {
         };
         self.out_bytes.extend_from_slice(bytes);
         self.out_lengths.push(word);
-        self.stats.messages_out += 1;
-        self.stats.bytes_out += bytes.len() as u64;
+        self.conn.stats.messages_out += 1;
+        self.conn.stats.bytes_out += bytes.len() as u64;
         Ok(())
     }
 
     pub(crate) fn flush(&mut self) {
-        let acked = self.shared.borrow().acked;
+        let acked = self.conn.shared.borrow().extra.acked;
         while self.in_flight.front().is_some_and(|&(n, _)| n <= acked) {
             self.in_flight.pop_front();
         }
-        if self.out_lengths.is_empty() || self.done {
+        if self.out_lengths.is_empty() || self.conn.done {
             return;
         }
         let Some(worker) = &self.worker else { return };
@@ -656,15 +509,14 @@ impl Inner {
     }
 
     pub(crate) fn close(&mut self) {
-        self.done = true;
-        self.shared.borrow_mut().events.clear();
+        self.conn.close();
         self.shutdown(true);
     }
 
     /// Unregisters the callbacks and ends the worker (with `grace`, after asking it to close
     /// its socket cleanly).
     fn shutdown(&mut self, grace: bool) {
-        self.done = true;
+        self.conn.done = true;
         self.out_bytes = Vec::new();
         self.out_lengths = Vec::new();
         self.in_flight.clear();
@@ -675,14 +527,14 @@ impl Inner {
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.open_delivered && !self.done && !self.shared.borrow().finished
+        self.conn.is_open()
     }
 
     pub(crate) fn send_backlog(&self) -> usize {
-        if self.done {
+        if self.conn.done {
             return 0;
         }
-        let s = self.shared.borrow();
+        let s = self.conn.shared.borrow().extra;
         let posted: usize = self
             .in_flight
             .iter()
@@ -693,19 +545,14 @@ impl Inner {
     }
 
     pub(crate) fn stats(&self) -> TransportStats {
-        let s = self.shared.borrow();
-        TransportStats {
-            keepalives_sent: s.keepalives,
-            keepalive_replies: s.keepalive_replies,
-            ..self.stats
-        }
+        self.conn.stats()
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Callbacks must be unregistered before their closures are freed.
-        let grace = !self.shared.borrow().finished;
+        let grace = !self.conn.shared.borrow().finished;
         self.shutdown(grace);
     }
 }
