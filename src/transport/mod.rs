@@ -709,7 +709,7 @@ impl NetworkWaker {
 }
 
 /// Blocks until one of `transports` has something for `poll`, `waker` is woken, or `timeout`
-/// passes. Native only. Works with the built-in [`Transport`] and any [`PhoenixTransport`]
+/// passes. Works with the built-in [`Transport`] and any [`PhoenixTransport`]
 /// (through its [`wait_hint`](PhoenixTransport::wait_hint)).
 ///
 /// Returns `Ok(false)` at once, without sleeping, if some transport already has something
@@ -734,6 +734,22 @@ where
         None,
         timeout,
     )
+}
+
+/// On the web a wait never sleeps (a page must not block; the browser paces the frames): this
+/// returns `Ok(false)` at once. It exists so that code calling it compiles everywhere, like
+/// [`NetworkWaker`] and [`WaitHint`].
+#[cfg(target_arch = "wasm32")]
+pub fn wait_for_network<'a, T>(
+    transports: impl IntoIterator<Item = &'a T>,
+    waker: &NetworkWaker,
+    timeout: Duration,
+) -> std::io::Result<bool>
+where
+    T: PhoenixTransport + ?Sized + 'a,
+{
+    let _ = (transports, waker, timeout);
+    Ok(false)
 }
 
 /// [`wait_for_network`] over hints the caller already has (the plugin adds its own "not drained"
