@@ -248,8 +248,11 @@ impl Raw {
 
 // ----- the plugin app -----------------------------------------------------------------------
 
-/// A headless app: `MinimalPlugins` + the plugin with a default socket to `url` and a long push
-/// timeout (nothing times out in a bench). No frame cap: the bench calls `app.update()` in a loop.
+/// A headless app: `MinimalPlugins` + the plugin with a default socket to `url`, a long push
+/// timeout (nothing times out in a bench) and a 64 MiB send backlog bound (`e2e_pipeline` writes
+/// up to 100k pushes, about 5 MB, in one frame: the default 4 MiB bound drops the rest as
+/// `SendQueueFull`, as it should for a game). No frame cap: the bench calls `app.update()` in a
+/// loop.
 pub fn plugin_app(url: &str) -> App {
     plugin_app_on(url, false)
 }
@@ -258,8 +261,10 @@ pub fn plugin_app(url: &str) -> App {
 /// ewebsock's default options: a 10 ms read timeout).
 pub fn plugin_app_on(url: &str, ewebsock: bool) -> App {
     let mut app = App::new();
-    let mut config =
-        PhoenixSocketConfig::new(url).with(|s| s.with_push_timeout(Duration::from_secs(600)));
+    let mut config = PhoenixSocketConfig::new(url).with(|s| {
+        s.with_push_timeout(Duration::from_secs(600))
+            .with_max_send_backlog(64 << 20)
+    });
     if ewebsock {
         #[cfg(feature = "ewebsock")]
         {
