@@ -122,10 +122,10 @@ impl Default for PhoenixClock {
 /// `epoll_wait`, not a thousand reads, and [`WaitForNetwork`] watches that one descriptor.
 ///
 /// The same goes for the rest of a frame's work: the receive pass visits only the sockets with
-/// something to do (ready or unwatched transports, due timers, a send backlog, or a socket a
-/// command changed since the last pass), so its cost follows the active sockets, not all of
-/// them; the send, emit and network-wait passes likewise read only the sockets the plugin
-/// changed (no pass reads every socket, or its change ticks, each frame).
+/// something to do (ready or unwatched transports, due timers, a send backlog), so its cost
+/// follows the active sockets, not all of them; the send pass handles only the sockets this
+/// frame's commands name, and the emit pass only those with events (no pass reads every
+/// socket, or its change ticks, each frame).
 pub struct PhoenixTransports {
     map: HashMap<Entity, Link>,
     /// Handed to new transports so that their handshake ends a [`WaitForNetwork`] sleep.
@@ -165,15 +165,15 @@ impl Default for PhoenixTransports {
     }
 }
 
-/// The sockets that need a look this frame beyond what the readiness set and the timer heap
-/// report, kept as lists so that no pass reads every socket (or its change ticks) each frame:
-/// only the plugin's own systems change a socket's core, and each says which ones it changed.
+/// The sockets that need a look beyond what the readiness set, the timer heap and the send
+/// backlog set report, kept as lists so that no pass reads every socket (or its change ticks)
+/// each frame: only the plugin's own systems change a socket's core, and each says which ones
+/// it changed. (A socket the send pass changed needs no receive visit: it sent that socket's
+/// frames and put its next timer in the heap.)
 #[derive(Resource, Default)]
 struct Activity {
     /// Inserted since the send pass last ran: it starts them.
     inserted: Vec<Entity>,
-    /// Changed by the send pass, or inserted: the next receive pass visits them.
-    revisit: Vec<Entity>,
     /// Sockets whose core may hold events (visited or changed since the last emit); the emit
     /// pass drains and clears them.
     emit: Vec<Entity>,
@@ -182,7 +182,6 @@ struct Activity {
 /// A socket component was inserted (spawned, or replaced): the send pass starts it.
 fn socket_inserted(ev: On<Insert, PhoenixSocket>, mut activity: ResMut<Activity>) {
     activity.inserted.push(ev.entity);
-    activity.revisit.push(ev.entity);
 }
 
 /// One socket's transport.
@@ -938,8 +937,8 @@ const DRAIN_EVERY: usize = 256;
 
 /// PreUpdate: poll the transports that have something, feed the cores, fire due timers, send
 /// what that produced. Only active sockets are visited: those whose transport the readiness
-/// set reported or that are not in it, those with a due timer or a send backlog, and those
-/// the send pass changed or that were inserted since (see [`Activity`]).
+/// set reported or that are not in it, and those with a due timer or a send backlog (see
+/// [`Activity`] for why no other socket needs a visit).
 fn receive_system(
     clock: Res<PhoenixClock>,
     time: Res<Time<Real>>,
@@ -975,7 +974,6 @@ fn receive_system(
             visit.push(e);
         }
     }
-    visit.append(&mut activity.revisit);
     visit.sort_unstable();
     visit.dedup();
 
@@ -1107,10 +1105,8 @@ struct SendInput<'w, 's> {
 /// socket.
 fn leave_entity(sockets: &mut SendSockets, e: Entity, now: Instant) -> Option<Entity> {
     for (s, mut sock, _, _) in sockets.iter_mut() {
-        if sock.entity_channels.contains_key(&e) {
-            if let Some(id) = sock.entity_channels.remove(&e) {
-                sock.core.leave(now, id);
-            }
+        if let Some(id) = sock.entity_channels.remove(&e) {
+            sock.core.leave(now, id);
             return Some(s);
         }
     }
@@ -1353,8 +1349,8 @@ fn send_system(
 
     // Frames out, from the sockets this pass changed (the receive pass sent what its visits
     // produced). Timers were fired in `PreUpdate` for this frame's `now` (the same clock
-    // reading): one due from a command made since (a zero timeout) fires next frame, where the
-    // receive pass visits this socket again.
+    // reading): one due from a command made since (a zero timeout) goes into the timer heap
+    // here and fires in the next receive pass.
     touched.sort_unstable();
     touched.dedup();
     for &entity in touched.iter() {
@@ -1370,5 +1366,4 @@ fn send_system(
             activity.emit.push(entity);
         }
     }
-    activity.revisit.extend_from_slice(touched);
 }

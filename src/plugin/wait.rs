@@ -7,7 +7,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 #[cfg(not(target_arch = "wasm32"))]
-use super::{PhoenixClock, PhoenixSocket, PhoenixTransports};
+use super::{PhoenixClock, PhoenixTransports};
 use crate::transport::NetworkWaker;
 
 /// Lets a headless app sleep at the end of each frame until the network has something for it.
@@ -83,7 +83,6 @@ pub(super) fn wait_system(
     time: Res<Time<Real>>,
     transports: NonSend<PhoenixTransports>,
     activity: Res<super::Activity>,
-    sockets: Query<&PhoenixSocket>,
     mut warned: Local<bool>,
 ) {
     let now = clock.now(&time);
@@ -93,26 +92,14 @@ pub(super) fn wait_system(
     let mut until = |at: web_time::Instant| {
         timeout = timeout.min(at.saturating_duration_since(now).saturating_sub(spent));
     };
-    // Every socket's next timer is in the plugin's heap (the receive and send passes put it
-    // there). The sockets still to be visited or emitted are read too: events not handed out
-    // yet, or a socket inserted since the send pass. No other socket is read.
+    // Events not handed out yet, or a socket inserted since the send pass (the next one starts
+    // it): no sleep. Otherwise every socket's next timer is in the plugin's heap (the receive
+    // and send passes put it there); no socket is read.
+    if !activity.emit.is_empty() || !activity.inserted.is_empty() {
+        return;
+    }
     if let Some(Reverse((at, _))) = transports.timers.peek() {
         until(*at);
-    }
-    for &e in activity.emit.iter().chain(&activity.revisit) {
-        let Ok(sock) = sockets.get(e) else {
-            continue;
-        };
-        if sock.core.has_events() {
-            return;
-        }
-        if let Some(at) = sock.core.poll_timeout() {
-            until(at);
-        }
-    }
-    if !activity.inserted.is_empty() {
-        // Not started yet: the next send pass starts it.
-        return;
     }
     if timeout.is_zero() {
         return;

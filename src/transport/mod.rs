@@ -719,7 +719,10 @@ impl NetworkWaker {
 /// first; call `poll` next. A wait ends early on readable data, on writability where a flush
 /// was blocked, when a closing socket hears from the peer, and when a handshake started with
 /// [`connect_waking`](Transport::connect_waking) ends.
-#[cfg(not(target_arch = "wasm32"))]
+///
+/// On the web it never sleeps (a page must not block; the browser paces the frames) and
+/// returns `Ok(false)` at once: it exists there so that code calling it compiles everywhere,
+/// like [`NetworkWaker`] and [`WaitHint`].
 pub fn wait_for_network<'a, T>(
     transports: impl IntoIterator<Item = &'a T>,
     waker: &NetworkWaker,
@@ -728,28 +731,18 @@ pub fn wait_for_network<'a, T>(
 where
     T: PhoenixTransport + ?Sized + 'a,
 {
-    wait::wait(
+    #[cfg(not(target_arch = "wasm32"))]
+    return wait::wait(
         transports.into_iter().map(|t| t.wait_hint()),
         waker.inner.as_deref(),
         None,
         timeout,
-    )
-}
-
-/// On the web a wait never sleeps (a page must not block; the browser paces the frames): this
-/// returns `Ok(false)` at once. It exists so that code calling it compiles everywhere, like
-/// [`NetworkWaker`] and [`WaitHint`].
-#[cfg(target_arch = "wasm32")]
-pub fn wait_for_network<'a, T>(
-    transports: impl IntoIterator<Item = &'a T>,
-    waker: &NetworkWaker,
-    timeout: Duration,
-) -> std::io::Result<bool>
-where
-    T: PhoenixTransport + ?Sized + 'a,
-{
-    let _ = (transports, waker, timeout);
-    Ok(false)
+    );
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (transports, waker, timeout);
+        Ok(false)
+    }
 }
 
 /// [`wait_for_network`] over hints the caller already has (the plugin adds its own "not drained"
