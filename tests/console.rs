@@ -53,10 +53,30 @@ fn has(lines: &[String], needle: &str) -> bool {
 #[test]
 fn a_scripted_session_prints_replies_broadcasts_presence_and_errors() {
     let server = Server::start();
+    scripted_session(&server.url);
+}
+
+/// The same script against a server that holds every frame it sends for 300 ms: `sync`, not
+/// the server's speed, decides when the script goes on.
+#[test]
+fn a_script_with_sync_does_not_depend_on_the_servers_speed() {
+    let server = Server::local(phoenix_test_server::start().unwrap());
+    let Some(slow) = server.faulty("a_script_with_sync_does_not_depend_on_the_servers_speed")
+    else {
+        return;
+    };
+    slow.faults()
+        .delay_outgoing(std::time::Duration::from_millis(300));
+    scripted_session(&server.url);
+}
+
+/// Runs a script of joins, pushes (one buffered before its join, one with bad JSON), an unknown
+/// command, `sync`, `presence`, a leave and a push after it, and checks what it printed.
+fn scripted_session(url: &str) {
     let room = unique("room:console-");
     let echo = unique("echo:console-");
     let out = run(
-        &server.url,
+        url,
         &[
             &format!(r#"join {room} {{"user_id":"ana"}}"#),
             &format!("join {echo}"),
@@ -66,7 +86,10 @@ fn a_scripted_session_prints_replies_broadcasts_presence_and_errors() {
             &format!(r#"push {room} shout {{"body":"hi"}}"#),
             &format!("push {echo} echo {{broken"),
             "frobnicate",
-            "wait 200",
+            // Both joins and both pushes answered; the room's presence_state came before the
+            // reply to `shout` (the channel pushes it on its `after_join`, which it handles
+            // before any push that reached it after the join).
+            "sync",
             &format!("presence {room}"),
             &format!("leave {echo}"),
             &format!(r#"push {echo} echo {{"n":2}}"#),
@@ -117,7 +140,7 @@ fn a_refused_join_is_an_answer_and_quit_exits_at_once() {
         &server.url,
         &[
             "join private:nope",
-            "wait 100",
+            "sync",
             "status",
             "quit",
             "join echo:never",
@@ -154,6 +177,7 @@ fn the_parser_takes_what_the_help_says() {
     );
     assert!(parse("push room:1").unwrap_err().contains("missing event"));
     assert!(parse("wait soon").is_err());
+    assert_eq!(parse("sync").unwrap(), Some(Command::Sync));
     assert_eq!(parse("history").unwrap(), Some(Command::History(20)));
 }
 

@@ -33,6 +33,9 @@ pub enum Command {
     History(usize),
     /// `wait <ms>`: read no command for that long (scripts: let broadcasts arrive).
     Wait(u64),
+    /// `sync`: read no command until every join has its answer, every push its outcome and
+    /// every leave its close (scripts: no guessing how long the server takes).
+    Sync,
     /// `help`
     Help,
     /// `quit`
@@ -49,6 +52,7 @@ commands:
   status                       connection and channels
   history [n]                  print the last n output lines again (default 20)
   wait <ms>                    read no command for ms milliseconds (for scripts)
+  sync                         read no command until every join, push and leave is answered
   help                         this text
   quit                         leave and exit (end of input too, once replies are in)";
 
@@ -106,6 +110,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             rest.parse()
                 .map_err(|_| format!("wait: not a number of milliseconds: {rest}"))?,
         ),
+        "sync" => Command::Sync,
         "help" | "?" => Command::Help,
         "quit" | "exit" => Command::Quit,
         other => return Err(format!("unknown command {other:?} (try `help`)")),
@@ -138,10 +143,21 @@ struct Console {
     pushes: u64,
     /// Joins not answered yet (topic).
     joining: Vec<String>,
+    /// Leaves whose channel has not closed yet (topic).
+    leaving: Vec<String>,
     history: VecDeque<String>,
     paused_until: Option<Duration>,
+    /// A `sync` waits for the joins and pushes in flight.
+    syncing: bool,
     input_done: bool,
     quitting: bool,
+}
+
+impl Console {
+    /// A join, push or leave is still waiting for the server's answer.
+    fn waiting(&self) -> bool {
+        !self.pending.is_empty() || !self.joining.is_empty() || !self.leaving.is_empty()
+    }
 }
 
 /// The console plugin: needs `PhoenixChannelsPlugin` with a default socket, and a [`ConsoleIo`].
@@ -190,6 +206,10 @@ fn read_commands(
         return;
     }
     console.paused_until = None;
+    if console.syncing && console.waiting() {
+        return;
+    }
+    console.syncing = false;
     // One command per frame, so each sees what the previous one did (a channel spawned by a
     // `join` exists for the `leave` on the next line); more lines waiting end the frame's wait.
     #[allow(clippy::never_loop)]
@@ -254,6 +274,7 @@ fn read_commands(
                     Some((e, ..)) => {
                         commands.entity(e).despawn();
                         say(console, &io, &time, format!("> leave {topic}"));
+                        console.leaving.push(topic);
                     }
                     None => say(console, &io, &time, format!("! not joined: {topic}")),
                 }
@@ -328,6 +349,7 @@ fn read_commands(
             Command::Wait(ms) => {
                 console.paused_until = Some(now + Duration::from_millis(ms));
             }
+            Command::Sync => console.syncing = true,
             Command::Help => {
                 for l in HELP.lines() {
                     let _ = io.output.send(l.to_owned());
@@ -346,11 +368,9 @@ fn read_commands(
     {
         w.waker().wake();
     }
-    // End of input (or quit): exit once every push has its outcome and every join its answer,
-    // so `printf 'join ..\npush ..\n' | console URL` prints the replies before it exits.
-    if console.quitting
-        || (console.input_done && console.pending.is_empty() && console.joining.is_empty())
-    {
+    // End of input (or quit): exit once every push has its outcome, every join its answer and
+    // every leave its close, so `printf 'join ..\npush ..\n' | console URL` prints the replies first.
+    if console.quitting || (console.input_done && !console.waiting()) {
         exit.write(AppExit::Success);
     }
 }
@@ -447,6 +467,7 @@ fn print_events(
     }
     for c in closed.read() {
         console.joining.retain(|t| t != &*c.topic);
+        console.leaving.retain(|t| t != &*c.topic);
         say(
             console,
             &io,
