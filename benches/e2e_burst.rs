@@ -8,17 +8,31 @@
 //!   `(Option<&str>, Option<&str>, &str, &str, &RawValue)`;
 //! - plugin: a headless app (`MinimalPlugins` + `PhoenixChannelsPlugin`), `app.update()` in an
 //!   uncapped loop until a system in `Update` has counted 100k `ChannelMessage`s;
-//! - phoenix.js 1.8.16 on node with `ws` (`benches/js/bench.mjs`).
+//! - phoenix.js 1.8.16 on node with `ws` (`benches/js/bench.mjs`);
+//! - Bevy floor: what any Bevy client that hands frames to the game as `Message`s must do, and
+//!   nothing else: the raw client's socket made nonblocking and read by a `PreUpdate` system
+//!   (the same parse), each frame written as a `Message` the size of `ChannelMessage`, counted by
+//!   the same kind of `Update` system, in the same headless app (single-threaded executor,
+//!   blocking on the socket when a frame finds nothing, as `WaitForNetwork` does). No protocol
+//!   (no refs, routing, channels, presence, heartbeat). `BPC_E2E_ONLY=floor` runs it alone.
 //!
 //! Time runs from the `burst` push to the last tick counted. Client CPU is the client process's
 //! (all threads) over the same span; the server runs in a child process. Without `--bench`
 //! (`cargo test --benches`) it runs one small smoke round and prints no table.
+//!
+//! `BPC_E2E_FIXED_US=200` sets the plugin and floor apps' fixed timestep to 200 µs. Bevy clears
+//! `Messages` only after `FixedUpdate` has run (so fixed-step systems see every message), so at the
+//! default 64 Hz an uncapped app keeps about 31 ms of received messages alive; with 200 µs it keeps
+//! about two frames' worth. This shows what that retention costs; it is not a setting to ship.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 #[path = "e2e_support/mod.rs"]
 mod support;
 
 use std::hint::black_box;
+use std::io::ErrorKind;
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
@@ -90,6 +104,7 @@ fn plugin(server: &ServerProcess, n: u64, single: bool, wait: bool, ewebsock: bo
         ..default()
     })
     .add_systems(Update, count_ticks);
+    fixed_timestep_from_env(&mut app);
     if single {
         support::single_threaded(&mut app);
     }
@@ -112,6 +127,143 @@ fn plugin(server: &ServerProcess, n: u64, single: bool, wait: bool, ewebsock: bo
             break done;
         }
         assert!(Instant::now() < deadline, "plugin burst timed out");
+    };
+    let s = Sample {
+        secs: (done - t0).as_secs_f64(),
+        client_cpu: support::self_cpu() - cpu0,
+        server_cpu: server_stat_cpu(server) - scpu0,
+        frames,
+    };
+    assert_eq!(app.world().resource::<Ticks>().seen, n);
+    s
+}
+
+/// `BPC_E2E_FIXED_US` (see the module doc).
+fn fixed_timestep_from_env(app: &mut App) {
+    if let Some(us) = std::env::var("BPC_E2E_FIXED_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        app.insert_resource(Time::<Fixed>::from_duration(Duration::from_micros(us)));
+    }
+}
+
+/// The floor's message: `ChannelMessage`'s fields (a payload is a view of the frame's buffer).
+#[derive(Message)]
+#[allow(dead_code)]
+struct FloorMessage {
+    socket: Entity,
+    channel: Entity,
+    topic: Arc<str>,
+    event: Arc<str>,
+    payload: (tungstenite::Utf8Bytes, Range<usize>),
+    broadcast: bool,
+}
+
+/// The floor's socket, its topic and the last event name (interned as the plugin does).
+#[derive(Resource)]
+struct FloorSocket {
+    client: Raw,
+    topic: Arc<str>,
+    event: Arc<str>,
+}
+
+/// Reads what the socket has (up to the plugin's per-frame budget) into `FloorMessage`s; when the
+/// first read finds nothing, blocks until the socket is readable (the floor's `WaitForNetwork`).
+fn floor_read(mut sock: ResMut<FloorSocket>, mut out: MessageWriter<FloorMessage>) {
+    let FloorSocket {
+        client,
+        topic,
+        event,
+    } = &mut *sock;
+    for i in 0..PhoenixSocketConfig::new("ws://x").max_frames_per_update {
+        let text = match client.ws.read() {
+            Ok(tungstenite::Message::Text(t)) => t,
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                if i == 0 {
+                    let s = client.ws.get_mut();
+                    s.set_nonblocking(false).unwrap();
+                    let _ = s.peek(&mut [0u8; 1]);
+                    s.set_nonblocking(true).unwrap();
+                }
+                return;
+            }
+            Err(e) => panic!("floor read: {e}"),
+        };
+        let (span, broadcast) = {
+            let f: Frame = serde_json::from_str(&text).unwrap();
+            if f.3 != &**event {
+                *event = f.3.into();
+            }
+            let start = f.4.get().as_ptr() as usize - text.as_ptr() as usize;
+            (start..start + f.4.get().len(), f.0.is_none())
+        };
+        out.write(FloorMessage {
+            socket: Entity::PLACEHOLDER,
+            channel: Entity::PLACEHOLDER,
+            topic: topic.clone(),
+            event: event.clone(),
+            payload: (text, span),
+            broadcast,
+        });
+    }
+}
+
+fn floor_count(mut inbox: MessageReader<FloorMessage>, mut t: ResMut<Ticks>) {
+    let mut k = 0;
+    for m in inbox.read() {
+        if &*m.event == "tick" {
+            k += 1;
+        }
+    }
+    t.seen += k;
+    if t.seen >= t.target && t.done.is_none() {
+        t.done = Some(Instant::now());
+    }
+}
+
+fn floor(server: &ServerProcess, n: u64) -> Sample {
+    let mut client = Raw::connect(server);
+    client.join(&support::topic("floor-burst"));
+    let topic = client.topic.as_str().into();
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins)
+        .add_message::<FloorMessage>()
+        .insert_resource(Ticks {
+            target: n,
+            ..default()
+        })
+        .add_systems(PreUpdate, floor_read)
+        .add_systems(Update, floor_count);
+    fixed_timestep_from_env(&mut app);
+    app.finish();
+    app.cleanup();
+    support::single_threaded(&mut app);
+    let (cpu0, scpu0) = (support::self_cpu(), server_stat_cpu(server));
+    let t0 = Instant::now();
+    client.write_push("burst", &format!(r#"{{"n":{n},"size":{SIZE}}}"#));
+    client.flush();
+    // The wait in `floor_read` blocks at most this long, so the deadline below still holds.
+    let stream = client.ws.get_mut();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    stream.set_nonblocking(true).unwrap();
+    app.insert_resource(FloorSocket {
+        client,
+        topic,
+        event: "tick".into(),
+    });
+    let deadline = t0 + Duration::from_secs(60);
+    let mut frames = 0;
+    let done = loop {
+        app.update();
+        frames += 1;
+        if let Some(done) = app.world().resource::<Ticks>().done {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "floor burst timed out");
     };
     let s = Sample {
         secs: (done - t0).as_secs_f64(),
@@ -149,6 +301,9 @@ fn main() {
     let server = ServerProcess::spawn();
     let with_js = support::js_available();
     let mut results: Vec<(&str, Vec<Sample>)> = support::empty_rows();
+    const FLOOR: &str = "Bevy floor: tungstenite → Messages, no protocol";
+    results.push((FLOOR, Vec::new()));
+    let floor_row = results.len() - 1;
     for run in 0..support::runs() {
         if support::enabled("raw") {
             let r = raw(&server, n);
@@ -162,6 +317,11 @@ fn main() {
                 eprintln!("run {run}: {} {p:?}", results[i].0);
                 results[i].1.push(p);
             }
+        }
+        if support::enabled("floor") {
+            let f = floor(&server, n);
+            eprintln!("run {run}: {FLOOR} {f:?}");
+            results[floor_row].1.push(f);
         }
         if with_js && support::enabled("js") {
             let j = js(&server, n);
@@ -224,10 +384,25 @@ fn main() {
     }
     for (name, v) in results
         .iter()
-        .filter(|(name, v)| name.starts_with("plugin") && !v.is_empty())
+        .filter(|(name, v)| (name.starts_with("plugin") || *name == FLOOR) && !v.is_empty())
     {
         let frames = support::median(&v.iter().map(|s| s.frames as f64).collect::<Vec<_>>());
         println!("\n{name}: median {frames:.0} app.update() calls per burst");
+    }
+    let best = support::ROWS[5];
+    if let (Some((_, p)), f) = (
+        results.iter().find(|(name, _)| *name == best),
+        &results[floor_row].1,
+    ) && !p.is_empty()
+        && !f.is_empty()
+    {
+        println!(
+            "\n{best} ÷ floor: msgs/s {}, client CPU/msg {} (message sizes: ChannelMessage {} bytes, floor's {})",
+            support::ratio(rate(p), rate(f)),
+            support::ratio(cpu(p), cpu(f)),
+            std::mem::size_of::<ChannelMessage>(),
+            std::mem::size_of::<FloorMessage>(),
+        );
     }
     println!("all runs (msgs/s):");
     for (name, v) in &results {

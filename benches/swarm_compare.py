@@ -12,7 +12,9 @@ frame of the Rust swarm, with phoenix.js / Rust ratios. Needs node (benches/js, 
 Each `--variant LABEL=ARGS` adds a Rust row run with those extra swarm arguments (interleaved too);
 ratios are to the first Rust row. ARGS starting with `@PATH` run the swarm binary at PATH instead of
 this checkout's (an A/B of two builds: copy the other build's `release/examples/swarm` aside first).
-`--no-js` leaves phoenix.js out.
+`--no-js` leaves phoenix.js out. `--raw` adds the leanest Rust client we could write doing the same
+work (`benches/swarm_raw.rs`: one thread, tungstenite + epoll, no Bevy, no protocol state): the floor
+any client pays per message, kernel included.
 """
 
 import argparse
@@ -71,7 +73,8 @@ def user_us_per_message(r):
 
 
 def received(r):
-    t = r["totals"]
+    """Messages received while pushing (`run_totals`; the joins' presence events left out)."""
+    t = r.get("run_totals", r["totals"])
     return t["messages"] + t["replies_ok"] + t["replies_error"] + t["presence"]
 
 
@@ -83,13 +86,17 @@ def main():
     ap.add_argument("--rate", type=float, default=5)
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--no-js", action="store_true")
+    ap.add_argument("--raw", action="store_true")
     a = ap.parse_args()
     variants = [("rust", "bevy_phoenix_channels", [])]
     for v in a.variant:
         label, _, args = v.partition("=")
         variants.append((f"rust:{label}", f"bevy_phoenix_channels, {label}", args.split()))
-    clients = [k for k, _, _ in variants] + ([] if a.no_js else ["js"])
-    labels = {k: label for k, label, _ in variants} | {"js": "phoenix.js 1.8.16"}
+    clients = [k for k, _, _ in variants] + (["raw"] if a.raw else []) + ([] if a.no_js else ["js"])
+    labels = {k: label for k, label, _ in variants} | {
+        "js": "phoenix.js 1.8.16",
+        "raw": "raw Rust (tungstenite + epoll, no Bevy)",
+    }
     extra = {k: args for k, _, args in variants}
     sizes = [int(s) for s in a.sizes.split(",")]
 
@@ -101,6 +108,18 @@ def main():
     if not os.path.isdir(os.path.join(js, "node_modules", "phoenix")):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=js, check=True)
     swarm = os.path.join(TARGET, "release", "examples", "swarm")
+    raw_exe = None
+    if a.raw:
+        out = subprocess.run(
+            ["cargo", "bench", "--bench", "swarm_raw", "--no-run", "--message-format=json", "-p", "bevy_phoenix_channels"],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        ).stdout
+        for line in out.splitlines():
+            msg = json.loads(line)
+            if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "swarm_raw":
+                raw_exe = msg.get("executable") or raw_exe
+        if not raw_exe:
+            sys.exit("swarm_raw did not build")
 
     results = {n: {c: [] for c in clients} for n in sizes}
     steal0, load0 = steal_ticks(), os.getloadavg()[0]
@@ -110,7 +129,10 @@ def main():
             for client in clients:
                 proc, url = start_server()
                 try:
-                    if client != "js":
+                    if client == "raw":
+                        res = run([raw_exe, "--bots", str(n), "--rooms", str(rooms), "--rate", str(a.rate),
+                                   "--seconds", str(a.seconds), "--url", url, "--json"])
+                    elif client != "js":
                         args = extra[client]
                         exe = swarm
                         if args and args[0].startswith("@"):
@@ -140,7 +162,7 @@ def main():
                 med([user_us_per_message(x) for x in rs]),
                 med([x["rss_per_socket_bytes"] / 1024 for x in rs]),
                 med([received(x) / a.seconds for x in rs]),
-                med([x["idle_frame_p50_us"] for x in rs]) if client != "js" else None,
+                med([x["idle_frame_p50_us"] for x in rs]) if client.startswith("rust") else None,
             )
         base = rows["rust"]
         for client in clients:
@@ -149,6 +171,16 @@ def main():
             print(f"| {n} | {label} | {cpu:.2f} | {cpu / base[0]:.2f} | {user:.2f} | {user / base[1]:.2f} | "
                   f"{rss:.1f} | {rss / base[2]:.2f} | {rx:.0f} | "
                   f"{'' if idle is None else f'{idle:.1f}'} |")
+
+    if a.raw and not a.no_js:
+        print()
+        for n in sizes:
+            med_cpu = {c: med([x["client_cpu_us_per_message"] for x in results[n][c]]) for c in ("js", "raw", "rust")}
+            med_user = {c: med([user_us_per_message(x) for x in results[n][c]]) for c in ("js", "raw", "rust")}
+            print(f"{n} sockets: phoenix.js ÷ raw Rust {med_cpu['js'] / med_cpu['raw']:.2f}× in total, "
+                  f"{med_user['js'] / med_user['raw']:.2f}× in user space; "
+                  f"bevy_phoenix_channels ÷ raw Rust {med_cpu['rust'] / med_cpu['raw']:.2f}× in total, "
+                  f"{med_user['rust'] / med_user['raw']:.2f}× in user space")
 
     if len(sizes) > 1:
         lo, hi = min(sizes), max(sizes)

@@ -71,6 +71,7 @@ const rssAfterJoin = process.memoryUsage().rss;
 // Each bot pushes every 1/rate s, spread over the period as the Rust swarm spreads them.
 const period = 1000 / rate;
 const timers = [];
+const before = { ...totals };
 const c0 = cpuUs();
 const k0 = process.cpuUsage().system;
 const run0 = performance.now();
@@ -99,7 +100,9 @@ for (const t of timers) clearInterval(t);
 const cpu = (cpuUs() - c0) / 1e6;
 const systemCpu = (process.cpuUsage().system - k0) / 1e6;
 const wall = (performance.now() - run0) / 1000;
-const received = totals.messages + totals.replies_ok + totals.replies_error + totals.presence;
+// Over the pushing phase only, like the CPU (the joins' presence events are not work of the run).
+const runTotals = Object.fromEntries(Object.entries(totals).map(([k, v]) => [k, v - before[k]]));
+const received = runTotals.messages + runTotals.replies_ok + runTotals.replies_error + runTotals.presence;
 clearTimeout(hard);
 console.log(
   JSON.stringify({
@@ -110,9 +113,10 @@ console.log(
     seconds: wall,
     connect_seconds: connectSeconds,
     totals,
+    run_totals: runTotals,
     client_cpu_seconds: cpu,
     client_system_cpu_seconds: systemCpu,
-    client_cpu_us_per_message: received + totals.pushes > 0 ? (cpu * 1e6) / (received + totals.pushes) : null,
+    client_cpu_us_per_message: received + runTotals.pushes > 0 ? (cpu * 1e6) / (received + runTotals.pushes) : null,
     rss_before_bytes: rssBefore,
     rss_after_join_bytes: rssAfterJoin,
     rss_per_socket_bytes: (rssAfterJoin - rssBefore) / bots,
