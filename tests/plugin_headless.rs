@@ -85,3 +85,54 @@ fn a_one_line_headless_client_joins_and_sleeps_while_idle() {
         "{frames} idle frames in a second: the loop did not sleep"
     );
 }
+
+/// A future that wakes itself `left` times before it completes, counting its polls.
+struct Yields {
+    left: u32,
+    polls: std::rc::Rc<std::cell::Cell<u32>>,
+}
+
+impl std::future::Future for Yields {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.polls.set(self.polls.get() + 1);
+        if self.left == 0 {
+            return std::task::Poll::Ready(());
+        }
+        self.left -= 1;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// The preset replaces Bevy's task-pool tick (300 `try_tick`s every frame) with one that stops
+/// when nothing is queued: tasks spawned on the main thread still run, at the same pace (at most
+/// 300 steps a frame), and Bevy's plugin with its tick is not in the app.
+#[test]
+fn the_preset_still_runs_main_thread_tasks_at_bevys_pace() {
+    let mut app = App::new();
+    app.add_plugins(PhoenixHeadlessPlugins::without_socket().up_to(Duration::from_millis(1)));
+    app.finish();
+    app.cleanup();
+    app.update();
+    let polls = std::rc::Rc::new(std::cell::Cell::new(0));
+    bevy::tasks::ComputeTaskPool::get()
+        .spawn_local(Yields {
+            left: 450,
+            polls: polls.clone(),
+        })
+        .detach();
+    app.update();
+    assert_eq!(polls.get(), 300, "one frame runs up to 300 steps");
+    app.update();
+    assert_eq!(polls.get(), 451, "the next frame finishes the task");
+    app.update();
+    assert_eq!(polls.get(), 451);
+
+    // Bevy's plugin (and its 300-tick system) is not in the app; ours is.
+    assert!(!app.is_plugin_added::<bevy::app::TaskPoolPlugin>());
+    assert!(app.is_plugin_added::<HeadlessTaskPoolPlugin>());
+}

@@ -39,7 +39,7 @@ pub use components::{
     PhoenixSocketConfig, SocketStatus,
 };
 pub use diagnostics::PhoenixDiagnosticsPlugin;
-pub use headless::{PhoenixHeadlessPlugin, PhoenixHeadlessPlugins};
+pub use headless::{HeadlessTaskPoolPlugin, PhoenixHeadlessPlugin, PhoenixHeadlessPlugins};
 pub use messages::*;
 pub use typed::{
     ChannelDecodeError, ChannelEvent, ChannelRoute, PhoenixAppExt, Received, ReceivedOn,
