@@ -118,6 +118,18 @@ fn plugin(server: &ServerProcess, n: u64, single: bool, wait: bool, ewebsock: bo
     app.world_mut().write_message(
         PushMessage::json(channel, "burst", &serde_json::json!({"n": n, "size": SIZE})).unwrap(),
     );
+    run_burst(&mut app, server, n, (t0, cpu0, scpu0), "plugin")
+}
+
+/// Updates `app` until its `Ticks` counted `n`, and measures from `start` (time, client CPU,
+/// server CPU).
+fn run_burst(
+    app: &mut App,
+    server: &ServerProcess,
+    n: u64,
+    (t0, cpu0, scpu0): (Instant, Duration, Duration),
+    what: &str,
+) -> Sample {
     let deadline = t0 + Duration::from_secs(60);
     let mut frames = 0;
     let done = loop {
@@ -126,7 +138,7 @@ fn plugin(server: &ServerProcess, n: u64, single: bool, wait: bool, ewebsock: bo
         if let Some(done) = app.world().resource::<Ticks>().done {
             break done;
         }
-        assert!(Instant::now() < deadline, "plugin burst timed out");
+        assert!(Instant::now() < deadline, "{what} burst timed out");
     };
     let s = Sample {
         secs: (done - t0).as_secs_f64(),
@@ -160,12 +172,14 @@ struct FloorMessage {
     broadcast: bool,
 }
 
-/// The floor's socket, its topic and the last event name (interned as the plugin does).
+/// The floor's socket, its topic, the last event name (interned as the plugin does) and the
+/// plugin's default read budget (frames per socket per update).
 #[derive(Resource)]
 struct FloorSocket {
     client: Raw,
     topic: Arc<str>,
     event: Arc<str>,
+    budget: usize,
 }
 
 /// Reads what the socket has (up to the plugin's per-frame budget) into `FloorMessage`s; when the
@@ -175,8 +189,9 @@ fn floor_read(mut sock: ResMut<FloorSocket>, mut out: MessageWriter<FloorMessage
         client,
         topic,
         event,
+        budget,
     } = &mut *sock;
-    for i in 0..PhoenixSocketConfig::new("ws://x").max_frames_per_update {
+    for i in 0..*budget {
         let text = match client.ws.read() {
             Ok(tungstenite::Message::Text(t)) => t,
             Ok(_) => continue,
@@ -254,25 +269,9 @@ fn floor(server: &ServerProcess, n: u64) -> Sample {
         client,
         topic,
         event: "tick".into(),
+        budget: PhoenixSocketConfig::new(server.url.as_str()).max_frames_per_update,
     });
-    let deadline = t0 + Duration::from_secs(60);
-    let mut frames = 0;
-    let done = loop {
-        app.update();
-        frames += 1;
-        if let Some(done) = app.world().resource::<Ticks>().done {
-            break done;
-        }
-        assert!(Instant::now() < deadline, "floor burst timed out");
-    };
-    let s = Sample {
-        secs: (done - t0).as_secs_f64(),
-        client_cpu: support::self_cpu() - cpu0,
-        server_cpu: server_stat_cpu(server) - scpu0,
-        frames,
-    };
-    assert_eq!(app.world().resource::<Ticks>().seen, n);
-    s
+    run_burst(&mut app, server, n, (t0, cpu0, scpu0), "floor")
 }
 
 fn js(server: &ServerProcess, n: u64) -> Sample {
