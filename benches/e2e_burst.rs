@@ -84,17 +84,18 @@ struct Ticks {
     done: Option<Instant>,
 }
 
-fn count_ticks(mut inbox: MessageReader<ChannelMessage>, mut t: ResMut<Ticks>) {
-    let mut k = 0;
-    for m in inbox.read() {
-        if &*m.event == "tick" {
-            k += 1;
+impl Ticks {
+    /// Counts `k` more ticks; the first time the target is reached is the end of the burst.
+    fn add(&mut self, k: u64) {
+        self.seen += k;
+        if self.seen >= self.target && self.done.is_none() {
+            self.done = Some(Instant::now());
         }
     }
-    t.seen += k;
-    if t.seen >= t.target && t.done.is_none() {
-        t.done = Some(Instant::now());
-    }
+}
+
+fn count_ticks(mut inbox: MessageReader<ChannelMessage>, mut t: ResMut<Ticks>) {
+    t.add(inbox.read().filter(|m| &*m.event == "tick").count() as u64);
 }
 
 fn plugin(server: &ServerProcess, n: u64, single: bool, wait: bool, ewebsock: bool) -> Sample {
@@ -226,16 +227,7 @@ fn floor_read(mut sock: ResMut<FloorSocket>, mut out: MessageWriter<FloorMessage
 }
 
 fn floor_count(mut inbox: MessageReader<FloorMessage>, mut t: ResMut<Ticks>) {
-    let mut k = 0;
-    for m in inbox.read() {
-        if &*m.event == "tick" {
-            k += 1;
-        }
-    }
-    t.seen += k;
-    if t.seen >= t.target && t.done.is_none() {
-        t.done = Some(Instant::now());
-    }
+    t.add(inbox.read().filter(|m| &*m.event == "tick").count() as u64);
 }
 
 fn floor(server: &ServerProcess, n: u64) -> Sample {
