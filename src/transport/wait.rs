@@ -214,8 +214,11 @@ pub(crate) fn wait<'a>(
         Ok(_) | Err(rustix::io::Errno::INTR) => {}
         Err(e) => return Err(e.into()),
     }
+    // Drain the waker only when it was what woke us (it is first in the list): a wake-up by the
+    // network then costs no extra `recv`.
+    let woken = waker.is_some() && !fds[0].revents().is_empty();
     drop(fds);
-    if let Some(w) = waker {
+    if let (Some(w), true) = (waker, woken) {
         w.drain();
     }
     Ok(true)
