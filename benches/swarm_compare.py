@@ -2,7 +2,7 @@
 """Side by side: the swarm example (Rust, one Bevy app) and phoenix.js (one node process) doing the
 same work against the same test server, at several socket counts, runs interleaved.
 
-    python3 benches/swarm_compare.py [--sizes 10,100,1000] [--runs 3] [--seconds 10] [--rate 5]
+    python3 benches/swarm_compare.py [--sizes 10,100,1000] [--runs 3] [--seconds 30] [--rate 5]
         [--variant 'tick 10 ms=--tick-ms 10' ...]
 
 Builds `examples/swarm` and the `phoenix_test_server` binary in release, starts a fresh server
@@ -12,7 +12,9 @@ frame of the Rust swarm, with phoenix.js / Rust ratios. Needs node (benches/js, 
 Each `--variant LABEL=ARGS` adds a Rust row run with those extra swarm arguments (interleaved too);
 ratios are to the first Rust row. ARGS starting with `@PATH` run the swarm binary at PATH instead of
 this checkout's (an A/B of two builds: copy the other build's `release/examples/swarm` aside first).
-`--no-js` leaves phoenix.js out. `--raw` adds the leanest Rust client we could write doing the same
+`--no-js` leaves phoenix.js out. 30 s by default: phoenix.js's cost per message falls as node's JIT warms
+up (34 µs at 10 sockets over 30 s against 46–63 over 10 s, BENCHMARKS.md), and small swarms need the length to
+steady their totals. `--raw` adds the leanest Rust client we could write doing the same
 work (`benches/swarm_raw.rs`: one thread, tungstenite + epoll, no Bevy, no protocol state): the floor
 any client pays per message, kernel included.
 """
@@ -82,7 +84,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10,100,1000")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--rate", type=float, default=5)
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--no-js", action="store_true")
