@@ -870,9 +870,9 @@ struct SendSinks<'w, 's> {
 }
 
 /// Run condition of [`emit_system`]: a socket visited or changed since the last emit has
-/// events queued (a core only gains events when the plugin changes its socket). On an idle
-/// frame this is all that runs, so the dozen message writers are not even fetched, and it
-/// reads no socket at all.
+/// events queued (a core only gains events when the plugin changes its socket). It reads no
+/// socket, only the [`Activity`] list. (The message writers are fetched every frame anyway:
+/// the receive pass takes them to drain long bursts as it reads.)
 fn some_core_has_events(activity: Res<Activity>) -> bool {
     !activity.emit.is_empty()
 }
