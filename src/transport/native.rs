@@ -35,6 +35,7 @@ const MAX_WRITE_BUFFER: usize = 64 << 20;
 pub(crate) struct Stream {
     io: Io,
     written: u64,
+    reads: Reads,
 }
 
 enum Io {
@@ -45,9 +46,53 @@ enum Io {
     Tls(Box<super::tls::TlsStream>),
 }
 
+/// Whether the next socket read can be answered without a system call.
+///
+/// A nonblocking TCP read that returns fewer bytes than it asked for found the socket's receive
+/// queue empty (Linux copies from every queued segment until the buffer is full). The read after
+/// it would only fail with `EAGAIN`: one wasted system call per socket per visit, which at many
+/// sockets is one per received message. So once the socket is open, a short read makes the next
+/// ones report `WouldBlock` until [`Stream::rearm`], which the transport calls when a `poll`
+/// finds nothing (the end of the caller's visit). Bytes that arrive meanwhile are not lost:
+/// the socket stays readable, so the readiness set (level-triggered) or the next visit's read
+/// finds them. During the blocking handshake every read goes to the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// Blocking socket (the handshake): every read goes to the socket.
+    Blocking,
+    /// The next read goes to the socket.
+    Armed,
+    /// A read came back short: the socket had nothing more.
+    Empty,
+}
+
+/// `inner` read through the [`Reads`] gate.
+pub(crate) struct Gated<'a, R> {
+    pub(crate) inner: &'a mut R,
+    pub(crate) reads: &'a mut Reads,
+}
+
+impl<R: Read> Read for Gated<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if *self.reads == Reads::Empty {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.inner.read(buf)?;
+        // 0 is the end of the stream: every read says so again.
+        if *self.reads == Reads::Armed && n != 0 && n < buf.len() {
+            *self.reads = Reads::Empty;
+        }
+        Ok(n)
+    }
+}
+
 impl Stream {
     fn new(io: Io) -> Self {
-        Self { io, written: 0 }
+        Self {
+            io,
+            written: 0,
+            reads: Reads::Blocking,
+        }
     }
 
     fn tcp(&self) -> &TcpStream {
@@ -57,14 +102,27 @@ impl Stream {
             Io::Tls(s) => s.tcp(),
         }
     }
+
+    /// The socket is nonblocking now: short reads end a visit's reads ([`Reads`]).
+    fn nonblocking(&mut self) {
+        self.reads = Reads::Armed;
+    }
+
+    /// A visit ended: the next read goes to the socket again.
+    fn rearm(&mut self) {
+        if self.reads == Reads::Empty {
+            self.reads = Reads::Armed;
+        }
+    }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let reads = &mut self.reads;
         match &mut self.io {
-            Io::Plain(s) => s.read(buf),
+            Io::Plain(s) => Gated { inner: s, reads }.read(buf),
             #[cfg(feature = "tls")]
-            Io::Tls(s) => s.read(buf),
+            Io::Tls(s) => s.read_gated(buf, reads),
         }
     }
 }
@@ -303,6 +361,11 @@ impl Inner {
     pub(crate) fn poll(&mut self) -> Option<TransportEvent> {
         let event = self.poll_state();
         self.drained = event.is_none();
+        if self.drained
+            && let State::Open { ws, .. } | State::Closing { ws, .. } = &mut self.state
+        {
+            ws.get_mut().rearm();
+        }
         event
     }
 
@@ -862,6 +925,8 @@ fn handshake(
     tcp.set_read_timeout(None).map_err(io_err)?;
     tcp.set_write_timeout(None).map_err(io_err)?;
     tcp.set_nonblocking(true).map_err(io_err)?;
+    let mut ws = ws;
+    ws.get_mut().nonblocking();
     Ok(Handshaken { ws, protocol })
 }
 
@@ -1069,6 +1134,50 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A short read means the socket had nothing more: the read after it is not made (it would
+    /// only fail with EAGAIN) until the gate is armed again; a full read leaves it open, and the
+    /// blocking handshake's reads always reach the socket.
+    #[test]
+    fn a_short_read_spares_the_read_that_would_find_nothing() {
+        let mut feed = Feed {
+            data: vec![7; 100],
+            at: 0,
+            reads: 0,
+        };
+        let mut reads = Reads::Armed;
+        let mut buf = [0u8; 64];
+        let mut read = |feed: &mut Feed, reads: &mut Reads, buf: &mut [u8]| {
+            Gated { inner: feed, reads }.read(buf)
+        };
+        assert_eq!(read(&mut feed, &mut reads, &mut buf).unwrap(), 64);
+        assert_eq!(
+            reads,
+            Reads::Armed,
+            "a full read says nothing about what is left"
+        );
+        assert_eq!(read(&mut feed, &mut reads, &mut buf).unwrap(), 36);
+        assert_eq!(reads, Reads::Empty);
+        // More arrives; the gate answers without reading (the readiness set will report it).
+        feed.data.extend([8; 10]);
+        let e = read(&mut feed, &mut reads, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(feed.reads, 2, "the socket was not read");
+        // The next visit reads it.
+        reads = Reads::Armed;
+        assert_eq!(read(&mut feed, &mut reads, &mut buf).unwrap(), 10);
+        assert_eq!(feed.reads, 3);
+        // Blocking (the handshake): a short read is just a piece of the answer.
+        let mut reads = Reads::Blocking;
+        feed.data.extend([9; 10]);
+        assert_eq!(read(&mut feed, &mut reads, &mut buf).unwrap(), 10);
+        assert_eq!(reads, Reads::Blocking);
+        assert_eq!(
+            read(&mut feed, &mut reads, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        assert_eq!(feed.reads, 5, "both reads reached the socket");
     }
 
     /// An unmasked server text frame.

@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
+use super::native::{Gated, Reads};
 use super::{TlsConfig, TransportError};
 
 /// A TLS session over TCP, usable on a nonblocking socket.
@@ -43,15 +44,19 @@ impl TlsStream {
     }
 }
 
-impl Read for TlsStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl TlsStream {
+    /// Reads plaintext, taking TLS records from the socket through the [`Reads`] gate.
+    pub(crate) fn read_gated(&mut self, buf: &mut [u8], reads: &mut Reads) -> io::Result<usize> {
         loop {
             // Ok(0) after close_notify, UnexpectedEof after a TCP EOF without it.
             match self.conn.reader().read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 other => return other,
             }
-            self.conn.read_tls(&mut self.tcp)?;
+            self.conn.read_tls(&mut Gated {
+                inner: &mut self.tcp,
+                reads,
+            })?;
             if let Err(e) = self.conn.process_new_packets() {
                 // Best effort to tell the peer why (the alert is queued by rustls).
                 let _ = self.write_pending();
