@@ -7,7 +7,8 @@
 //! (`{"user_id":"bot-I"}`, K = I mod rooms, Presence on), pushes `move` `{"x":..,"y":..}` every
 //! 1/RATE s (spread over the period as the swarm spreads them), heartbeats every 30 s, and reads
 //! every frame with serde_json into `(join_ref, ref, topic, event, RawValue)`, counting replies
-//! (ok or error by their status), broadcasts and presence events. The epoll wait sleeps until a
+//! (ok or error by their status), broadcasts and presence events; a socket's reads stop at a read
+//! that comes back short (as the plugin's transport's do), not at one that fails. The epoll wait sleeps until a
 //! socket is readable or at most `--max-wait-ms` (16, as the headless preset's `WaitForNetwork`),
 //! and each wake sends the pushes that are due, as the swarm's frames do (`--max-wait-ms 0`: wake
 //! for every push on time instead, which costs more wake-ups at 10 and 100 bots). CPU and memory are measured and printed as the swarm
@@ -21,7 +22,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -40,8 +41,40 @@ type Frame<'a> = (
 
 const HEARTBEAT: Duration = Duration::from_secs(30);
 
+/// The socket, skipping the read that would only fail with `EAGAIN`: a nonblocking read that
+/// comes back short found the receive queue empty, so the rest of this wake's reads of it are
+/// answered `WouldBlock` without a system call (the plugin's transport does the same; the
+/// socket stays readable in the level-triggered set if more came meanwhile).
+struct Sock {
+    tcp: TcpStream,
+    /// Nonblocking now (the handshake's blocking reads are never skipped).
+    gated: bool,
+    /// A read this wake came back short.
+    empty: bool,
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.empty {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        let n = self.tcp.read(buf)?;
+        self.empty = self.gated && n != 0 && n < buf.len();
+        Ok(n)
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
 struct Bot {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Sock>,
     index: usize,
     topic: String,
     join_ref: u64,
@@ -82,6 +115,7 @@ impl Bot {
 
     /// Reads every frame the socket has now.
     fn read_all(&mut self, t: &mut Totals) {
+        self.ws.get_mut().empty = false;
         loop {
             let text = match self.ws.read() {
                 Ok(Message::Text(text)) => text,
@@ -154,15 +188,20 @@ fn options() -> Options {
     o
 }
 
-fn connect(url: &str, index: usize) -> WebSocket<TcpStream> {
+fn connect(url: &str, index: usize) -> WebSocket<Sock> {
     let addr = url
         .trim_start_matches("ws://")
         .split('/')
         .next()
         .unwrap()
         .to_owned();
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_nodelay(true).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let stream = Sock {
+        tcp,
+        gated: false,
+        empty: false,
+    };
     // The plugin's read size and first buffer (tungstenite zero-fills the part it reads into).
     let config = WebSocketConfig::default().read_buffer_size(4096);
     let (ws, _) = tungstenite::client::client_with_config(
@@ -171,7 +210,9 @@ fn connect(url: &str, index: usize) -> WebSocket<TcpStream> {
         Some(config),
     )
     .unwrap_or_else(|e| panic!("bot {index}: handshake: {e}"));
-    ws.get_ref().set_nonblocking(true).unwrap();
+    let mut ws = ws;
+    ws.get_ref().tcp.set_nonblocking(true).unwrap();
+    ws.get_mut().gated = true;
     ws
 }
 
@@ -256,7 +297,7 @@ fn main() {
             let ws = connect(&url, i);
             epoll::add(
                 &set,
-                ws.get_ref(),
+                &ws.get_ref().tcp,
                 EventData::new_u64(i as u64),
                 EventFlags::IN | EventFlags::RDHUP,
             )
