@@ -12,6 +12,7 @@ frame of the Rust swarm, with phoenix.js / Rust ratios. Needs node (benches/js, 
 Each `--variant LABEL=ARGS` adds a Rust row run with those extra swarm arguments (interleaved too);
 ratios are to the first Rust row. ARGS starting with `@PATH` run the swarm binary at PATH instead of
 this checkout's (an A/B of two builds: copy the other build's `release/examples/swarm` aside first).
+`--raw-variant LABEL=PATH` adds a row for another build of `swarm_raw` (implies `--raw`).
 `--no-js` leaves phoenix.js out. 30 s by default: phoenix.js's cost per message falls as node's JIT warms
 up (34 µs at 10 sockets over 30 s against 46–63 over 10 s, BENCHMARKS.md), and small swarms need the length to
 steady their totals. `--raw` adds the leanest Rust client we could write doing the same
@@ -89,13 +90,21 @@ def main():
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--no-js", action="store_true")
     ap.add_argument("--raw", action="store_true")
+    ap.add_argument("--raw-variant", action="append", default=[])
     a = ap.parse_args()
     variants = [("rust", "bevy_phoenix_channels", [])]
     for v in a.variant:
         label, _, args = v.partition("=")
         variants.append((f"rust:{label}", f"bevy_phoenix_channels, {label}", args.split()))
-    clients = [k for k, _, _ in variants] + (["raw"] if a.raw else []) + ([] if a.no_js else ["js"])
-    labels = {k: label for k, label, _ in variants} | {
+    raw_variants = {}
+    for v in a.raw_variant:
+        label, _, path = v.partition("=")
+        raw_variants[f"raw:{label}"] = (f"raw Rust, {label}", path)
+    a.raw = a.raw or bool(raw_variants)
+    clients = (
+        [k for k, _, _ in variants] + (["raw"] if a.raw else []) + list(raw_variants) + ([] if a.no_js else ["js"])
+    )
+    labels = {k: label for k, label, _ in variants} | {k: label for k, (label, _) in raw_variants.items()} | {
         "js": "phoenix.js 1.8.16",
         "raw": "raw Rust (tungstenite + epoll, no Bevy)",
     }
@@ -131,8 +140,9 @@ def main():
             for client in clients:
                 proc, url = start_server()
                 try:
-                    if client == "raw":
-                        res = run([raw_exe, "--bots", str(n), "--rooms", str(rooms), "--rate", str(a.rate),
+                    if client.startswith("raw"):
+                        exe = raw_variants[client][1] if client in raw_variants else raw_exe
+                        res = run([exe, "--bots", str(n), "--rooms", str(rooms), "--rate", str(a.rate),
                                    "--seconds", str(a.seconds), "--url", url, "--json"])
                     elif client != "js":
                         args = extra[client]
