@@ -1096,6 +1096,7 @@ fn upgrade_io(e: io::Error) -> TransportError {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn assert_send_sync<T: Send + Sync>() {}
@@ -1148,7 +1149,7 @@ mod tests {
         };
         let mut reads = Reads::Armed;
         let mut buf = [0u8; 64];
-        let mut read = |feed: &mut Feed, reads: &mut Reads, buf: &mut [u8]| {
+        let read = |feed: &mut Feed, reads: &mut Reads, buf: &mut [u8]| {
             Gated { inner: feed, reads }.read(buf)
         };
         assert_eq!(read(&mut feed, &mut reads, &mut buf).unwrap(), 64);
