@@ -24,14 +24,24 @@
 //! `--json` (one JSON summary line at the end, for scripts), `--no-presence` (channels without
 //! presence tracking: the server's presence events arrive as plain messages).
 //!
+//! Reply latency (per second and in the summary) runs from the frame that wrote a push to the
+//! frame that read its reply: what the game sees, the server's handling and the wait for the
+//! next frame included. The run ends once every push has its outcome (a reply, or the 10 s push
+//! timeout).
+//!
 //! Native only: in the browser there is one socket per tab, and no embedded server.
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 
+/// The process's allocator, counting live heap bytes (all threads) for the per-socket figure.
+#[cfg(not(target_arch = "wasm32"))]
+#[global_allocator]
+static HEAP: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 fn main() {
     #[cfg(not(target_arch = "wasm32"))]
-    native::main();
+    native::main(|| HEAP.allocated());
     #[cfg(target_arch = "wasm32")]
     panic!("the swarm runs natively");
 }

@@ -5,39 +5,55 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-
-/// The process's allocator, counting live heap bytes (all threads) for the per-socket figure.
-#[global_allocator]
-static HEAP: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 use bevy_phoenix_channels::prelude::*;
 use serde::Serialize;
 
-struct Options {
-    bots: usize,
-    rooms: usize,
-    rate: f64,
-    seconds: f64,
-    url: Option<String>,
-    spin: bool,
-    tick: Option<Duration>,
-    read_buffer: usize,
-    json: bool,
-    presence: bool,
+/// What to run (the command line's options).
+pub struct Options {
+    /// Bots, one socket each.
+    pub bots: usize,
+    /// Rooms (`room:swarm-K`); 0 = one per 10 bots.
+    pub rooms: usize,
+    /// Moves per bot per second.
+    pub rate: f64,
+    /// Length of the pushing phase.
+    pub seconds: f64,
+    /// The server; `None` starts the embedded test server.
+    pub url: Option<String>,
+    /// No `WaitForNetwork`: an uncapped loop.
+    pub spin: bool,
+    /// A fixed frame rate instead of `WaitForNetwork`.
+    pub tick: Option<Duration>,
+    /// Each socket's read buffer, bytes.
+    pub read_buffer: usize,
+    /// One JSON line instead of the human report.
+    pub json: bool,
+    /// Channels track presence.
+    pub presence: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bots: 100,
+            rooms: 0,
+            rate: 5.0,
+            seconds: 10.0,
+            url: None,
+            spin: false,
+            tick: None,
+            // Many sockets in one process: small read buffers (the library's default is 16 KiB).
+            read_buffer: 1024,
+            json: false,
+            presence: true,
+        }
+    }
 }
 
 fn options() -> Options {
     let mut o = Options {
-        bots: 100,
-        rooms: 0,
-        rate: 5.0,
-        seconds: 10.0,
         url: std::env::var("PHOENIX_URL").ok().filter(|u| !u.is_empty()),
-        spin: false,
-        tick: None,
-        // Many sockets in one process: small read buffers (the library's default is 16 KiB).
-        read_buffer: 1024,
-        json: false,
-        presence: true,
+        ..Options::default()
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -62,9 +78,6 @@ fn options() -> Options {
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown option {other}")),
         }
-    }
-    if o.rooms == 0 {
-        o.rooms = o.bots.div_ceil(10).max(1);
     }
     o
 }
@@ -100,19 +113,29 @@ struct Move {
 
 /// Running totals.
 #[derive(Resource, Default, Clone, Copy, Serialize)]
-struct Totals {
-    pushes: u64,
-    replies_ok: u64,
-    replies_error: u64,
-    timeouts: u64,
-    dropped: u64,
-    messages: u64,
-    presence: u64,
-    connects: u64,
-    disconnects: u64,
-    connect_failures: u64,
-    channel_errors: u64,
-    protocol_errors: u64,
+pub struct Totals {
+    pub pushes: u64,
+    pub replies_ok: u64,
+    pub replies_error: u64,
+    pub timeouts: u64,
+    pub dropped: u64,
+    pub messages: u64,
+    pub presence: u64,
+    pub connects: u64,
+    pub disconnects: u64,
+    pub connect_failures: u64,
+    pub channel_errors: u64,
+    pub protocol_errors: u64,
+}
+
+/// Pushes waiting for their outcome, and how long the answered ones took.
+#[derive(Resource, Default)]
+struct Pending {
+    /// When the frame that wrote each push ran.
+    sent: HashMap<PushHandle, Instant>,
+    /// Reply latencies not yet reported: from the frame that wrote the push to the frame that
+    /// read its reply (what the game sees; the wait for the next frame included).
+    replied: Vec<Duration>,
 }
 
 impl Totals {
@@ -180,11 +203,13 @@ fn drive(
     mut bots: Query<(Entity, &ChannelStatus, &mut Bot)>,
     mut out: MessageWriter<PushMessage>,
     mut totals: ResMut<Totals>,
+    mut pending: ResMut<Pending>,
 ) {
     let (Some(period), true) = (rate.period, rate.pushing) else {
         return;
     };
     let now = time.elapsed();
+    let sent_at = Instant::now();
     for (channel, status, mut bot) in &mut bots {
         if status.0 != ChannelState::Joined || now < bot.next_move {
             continue;
@@ -205,6 +230,7 @@ fn drive(
         };
         match PushMessage::json(channel, "move", &m) {
             Ok(p) => {
+                pending.sent.insert(p.handle, sent_at);
                 out.write(p);
                 totals.pushes += 1;
             }
@@ -216,6 +242,7 @@ fn drive(
 #[allow(clippy::too_many_arguments)]
 fn count(
     mut totals: ResMut<Totals>,
+    mut pending: ResMut<Pending>,
     mut messages: MessageReader<ChannelMessage>,
     mut replies: MessageReader<PushReplied>,
     mut presence: MessageReader<PresenceChanged>,
@@ -229,12 +256,19 @@ fn count(
     ),
 ) {
     totals.messages += messages.read().count() as u64;
+    let read_at = (!replies.is_empty()).then(Instant::now);
     for r in replies.read() {
+        let sent = pending.sent.remove(&r.handle);
         match &r.outcome {
             PushOutcome::Ok(_) | PushOutcome::Sent => totals.replies_ok += 1,
             PushOutcome::Error(_) => totals.replies_error += 1,
             PushOutcome::Timeout => totals.timeouts += 1,
             PushOutcome::Dropped(_) => totals.dropped += 1,
+        }
+        if let (Some(sent), Some(read_at), PushOutcome::Ok(_) | PushOutcome::Error(_)) =
+            (sent, read_at, &r.outcome)
+        {
+            pending.replied.push(read_at - sent);
         }
     }
     totals.presence += presence.read().count() as u64;
@@ -245,19 +279,18 @@ fn count(
     totals.protocol_errors += protocol.read().count() as u64;
 }
 
-/// CPU time of this process's main thread (Linux; `None` elsewhere), in nanoseconds from
-/// the scheduler's own accounting (`schedstat`), not 10 ms ticks.
+/// CPU time of the calling thread, the one that runs the app (the main thread in the binary;
+/// with the headless preset every system and socket runs there), on Linux (`None` elsewhere),
+/// in nanoseconds from the scheduler's own accounting (`schedstat`), not 10 ms ticks.
 fn main_thread_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{}/schedstat", std::process::id()))
-        .ok()?;
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
     Some(Duration::from_nanos(ns))
 }
 
-/// The main thread's CPU time in the kernel (Linux, 10 ms ticks; `None` elsewhere).
+/// The calling thread's CPU time in the kernel (Linux, 10 ms ticks; `None` elsewhere).
 fn main_thread_system_cpu() -> Option<Duration> {
-    let stat =
-        std::fs::read_to_string(format!("/proc/self/task/{}/stat", std::process::id())).ok()?;
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
     // Fields after the command name (which may hold spaces): state is the 3rd field, stime the 15th.
     let rest = &stat[stat.rfind(')')? + 2..];
     let ticks: u64 = rest.split_whitespace().nth(12)?.parse().ok()?;
@@ -291,51 +324,99 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-#[derive(Serialize)]
-struct Summary {
-    bots: usize,
-    rooms: usize,
-    rate: f64,
-    seconds: f64,
-    wait_for_network: bool,
-    /// `--tick-ms`: frames at a fixed rate instead of waiting for the network.
-    tick_ms: Option<f64>,
-    /// `--read-buffer`: each socket's read buffer, bytes.
-    read_buffer: usize,
-    embedded_server: bool,
-    joined: usize,
-    connect_seconds: f64,
-    /// Everything since the start, joins included.
-    totals: Totals,
-    /// The pushing phase only (what the CPU figures cover; presence from the joins excluded).
-    run_totals: Totals,
-    client_cpu_seconds: Option<f64>,
-    /// Of which in the kernel (system calls: reads, writes, epoll), from 10 ms ticks.
-    client_system_cpu_seconds: Option<f64>,
-    client_cpu_us_per_message: Option<f64>,
-    rss_before_bytes: Option<u64>,
-    rss_after_join_bytes: Option<u64>,
-    rss_end_bytes: Option<u64>,
-    rss_per_socket_bytes: Option<f64>,
-    heap_before_bytes: usize,
-    heap_after_join_bytes: usize,
-    heap_per_socket_bytes: f64,
-    /// Live heap after the run and a second of settling (no pushes; the swarm's own frame-time
-    /// records excluded): what the sockets keep, without the join's transients.
-    heap_settled_bytes: usize,
-    heap_settled_per_socket_bytes: f64,
-    frame_mean_us: f64,
-    frame_p50_us: f64,
-    frame_p99_us: f64,
-    idle_frame_mean_us: f64,
-    idle_frame_p50_us: f64,
-    idle_frame_p99_us: f64,
+/// Reply latencies of the run's pushes, microseconds.
+#[derive(Serialize, Default)]
+pub struct Latency {
+    /// Replies measured (ok and error).
+    pub count: usize,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
 }
 
-pub fn main() {
+impl Latency {
+    fn of(sorted: &[Duration]) -> Self {
+        Latency {
+            count: sorted.len(),
+            mean_us: us(mean(sorted)),
+            p50_us: us(percentile(sorted, 0.5)),
+            p99_us: us(percentile(sorted, 0.99)),
+            max_us: us(sorted.last().copied().unwrap_or_default()),
+        }
+    }
+}
+
+/// What a run measured (the `--json` line).
+#[derive(Serialize)]
+pub struct Summary {
+    pub bots: usize,
+    pub rooms: usize,
+    pub rate: f64,
+    pub seconds: f64,
+    pub wait_for_network: bool,
+    /// `--tick-ms`: frames at a fixed rate instead of waiting for the network.
+    pub tick_ms: Option<f64>,
+    /// `--read-buffer`: each socket's read buffer, bytes.
+    pub read_buffer: usize,
+    pub embedded_server: bool,
+    pub joined: usize,
+    pub connect_seconds: f64,
+    /// Everything since the start, joins included.
+    pub totals: Totals,
+    /// The pushing phase only (what the CPU figures cover; presence from the joins excluded).
+    pub run_totals: Totals,
+    pub client_cpu_seconds: Option<f64>,
+    /// Of which in the kernel (system calls: reads, writes, epoll), from 10 ms ticks.
+    pub client_system_cpu_seconds: Option<f64>,
+    pub client_cpu_us_per_message: Option<f64>,
+    pub rss_before_bytes: Option<u64>,
+    pub rss_after_join_bytes: Option<u64>,
+    pub rss_end_bytes: Option<u64>,
+    pub rss_per_socket_bytes: Option<f64>,
+    pub heap_before_bytes: usize,
+    pub heap_after_join_bytes: usize,
+    pub heap_per_socket_bytes: f64,
+    /// Live heap after the run and a second of settling (no pushes; the swarm's own frame-time
+    /// records excluded): what the sockets keep, without the join's transients.
+    pub heap_settled_bytes: usize,
+    pub heap_settled_per_socket_bytes: f64,
+    pub frame_mean_us: f64,
+    pub frame_p50_us: f64,
+    pub frame_p99_us: f64,
+    pub idle_frame_mean_us: f64,
+    pub idle_frame_p50_us: f64,
+    pub idle_frame_p99_us: f64,
+    /// From the frame that wrote a push to the frame that read its reply, over every push of
+    /// the run (the replies that land after it included).
+    pub reply_latency: Latency,
+}
+
+/// The command: parses the options, runs, prints. `heap` reads the live heap bytes (the
+/// binary's counting allocator).
+pub fn main(heap: fn() -> usize) {
     let o = options();
+    let summary = run(&o, heap);
+    if o.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("the summary encodes")
+        );
+    } else {
+        print_summary(&o, &summary);
+    }
+}
+
+/// Connects and joins the bots, pushes for `o.seconds` (per-second lines unless `o.json`),
+/// waits for every push's outcome, times idle frames, and returns what it measured.
+pub fn run(o: &Options, heap: fn() -> usize) -> Summary {
+    let rooms = if o.rooms == 0 {
+        o.bots.div_ceil(10).max(1)
+    } else {
+        o.rooms
+    };
     let rss_before = rss();
-    let heap_before = HEAP.allocated();
+    let heap_before = heap();
     let (_server, url, embedded) = match &o.url {
         Some(url) => (None, url.clone(), false),
         None => {
@@ -348,7 +429,7 @@ pub fn main() {
         println!(
             "swarm: {} bots in {} rooms against {url}{}, {} moves/s each, {} s",
             o.bots,
-            o.rooms,
+            rooms,
             if embedded { " (embedded server)" } else { "" },
             o.rate,
             o.seconds
@@ -363,10 +444,12 @@ pub fn main() {
         app.add_plugins(PhoenixHeadlessPlugins::without_socket());
     }
     app.init_resource::<Totals>()
+        .init_resource::<Pending>()
         .init_resource::<FrameClock>()
         .insert_resource(Rate {
             period: (o.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.rate)),
-            pushing: true,
+            // From the pushing phase on: no bot pushes while the others are still joining.
+            pushing: false,
         })
         .add_systems(First, frame_start)
         .add_systems(Update, (drive, count))
@@ -379,7 +462,7 @@ pub fn main() {
             })
             .with_read_buffer(o.read_buffer);
         let socket = app.world_mut().spawn(PhoenixSocket::new(config)).id();
-        let topic = format!("room:swarm-{}", i % o.rooms);
+        let topic = format!("room:swarm-{}", i % rooms);
         let mut channel = PhoenixChannel::new(topic)
             .with_payload(&serde_json::json!({ "user_id": format!("bot-{i}") }))
             .expect("a JSON object always encodes")
@@ -429,7 +512,7 @@ pub fn main() {
     }
     let connect_seconds = t0.elapsed().as_secs_f64();
     let rss_after_join = rss();
-    let heap_after_join = HEAP.allocated();
+    let heap_after_join = heap();
     if !o.json {
         println!(
             "[connect] {}/{} joined in {connect_seconds:.2} s",
@@ -440,11 +523,13 @@ pub fn main() {
 
     // The run: per-second lines.
     app.world_mut().resource_mut::<FrameClock>().work.clear();
+    app.world_mut().resource_mut::<Rate>().pushing = true;
     let run_start = Instant::now();
     let mut last = *app.world().resource::<Totals>();
     let mut last_cpu = main_thread_cpu();
     let mut next_report = run_start + Duration::from_secs(1);
     let mut all_frames: Vec<Duration> = Vec::new();
+    let mut all_replied: Vec<Duration> = Vec::new();
     let run_before = *app.world().resource::<Totals>();
     let run_cpu0 = main_thread_cpu();
     let run_sys0 = main_thread_system_cpu();
@@ -458,6 +543,9 @@ pub fn main() {
             let cpu = main_thread_cpu();
             let mut frames = std::mem::take(&mut app.world_mut().resource_mut::<FrameClock>().work);
             frames.sort();
+            let mut replied =
+                std::mem::take(&mut app.world_mut().resource_mut::<Pending>().replied);
+            replied.sort();
             let mut line = format!(
                 "[{:>3.0}s] joined {:>5} | pushes {:>6}/s replies {:>6}/s msgs {:>7}/s | reconnects {} errors {} | frame {:>6.0} µs mean {:>6.0} µs p99 ({} frames)",
                 run_start.elapsed().as_secs_f64(),
@@ -471,6 +559,14 @@ pub fn main() {
                 us(percentile(&frames, 0.99)),
                 frames.len(),
             );
+            if !replied.is_empty() {
+                let _ = write!(
+                    line,
+                    " | reply {:.1} ms p50 {:.1} ms p99",
+                    us(percentile(&replied, 0.5)) / 1000.0,
+                    us(percentile(&replied, 0.99)) / 1000.0
+                );
+            }
             if let (Some(a), Some(b)) = (last_cpu, cpu) {
                 let _ = write!(line, " | client cpu {:.0}%", (b - a).as_secs_f64() * 100.0);
             }
@@ -478,6 +574,7 @@ pub fn main() {
                 println!("{line}");
             }
             all_frames.extend(frames);
+            all_replied.extend(replied);
             last = now;
             last_cpu = cpu;
         }
@@ -503,18 +600,29 @@ pub fn main() {
     );
     drop(all_frames);
 
-    // Idle: no more pushes; let the last replies and broadcasts land, then time frames that
+    // Idle: no more pushes; let the last replies and broadcasts land (every push has its
+    // outcome, a reply or the 10 s timeout, and a second has passed), then time frames that
     // have nothing to do with every socket connected (the loop spins here on purpose: each
     // frame is one full pass over the sockets).
     app.world_mut().resource_mut::<Rate>().pushing = false;
     let settle = Instant::now();
-    while settle.elapsed() < Duration::from_secs(1) {
+    while settle.elapsed() < Duration::from_secs(1)
+        || (!app.world().resource::<Pending>().sent.is_empty()
+            && settle.elapsed() < Duration::from_secs(15))
+    {
         let f0 = Instant::now();
         app.update();
         pace(f0);
     }
+    all_replied.extend(std::mem::take(
+        &mut app.world_mut().resource_mut::<Pending>().replied,
+    ));
+    all_replied.sort();
+    let reply_latency = Latency::of(&all_replied);
+    // The swarm's own records are not the sockets' memory.
+    drop(all_replied);
     app.world_mut().resource_mut::<FrameClock>().work = Vec::new();
-    let heap_settled = HEAP.allocated();
+    let heap_settled = heap();
     app.world_mut().remove_resource::<WaitForNetwork>();
     let idle = Instant::now();
     while idle.elapsed() < Duration::from_secs(2) {
@@ -527,9 +635,9 @@ pub fn main() {
     // Over the pushing phase only, like the CPU: the joins' presence (one `PresenceChanged` per
     // key, thousands at 1,000 bots) is not work of the run.
     let counted = run_totals.counted();
-    let summary = Summary {
+    Summary {
         bots: o.bots,
-        rooms: o.rooms,
+        rooms,
         rate: o.rate,
         seconds: o.seconds,
         wait_for_network: !o.spin && o.tick.is_none(),
@@ -565,26 +673,26 @@ pub fn main() {
         idle_frame_mean_us: us(mean(&idle_frames)),
         idle_frame_p50_us: us(percentile(&idle_frames, 0.5)),
         idle_frame_p99_us: us(percentile(&idle_frames, 0.99)),
-    };
-    if o.json {
-        println!(
-            "{}",
-            serde_json::to_string(&summary).expect("the summary encodes")
-        );
-        return;
+        reply_latency,
     }
+}
+
+/// The human report at the end of a run.
+fn print_summary(o: &Options, summary: &Summary) {
+    let totals = &summary.totals;
+    let embedded = summary.embedded_server;
     let per_socket =
         |b: Option<f64>| b.map_or("n/a".to_owned(), |b| format!("{:.1} KiB", b / 1024.0));
     let mut by_room: HashMap<usize, usize> = HashMap::new();
     for i in 0..o.bots {
-        *by_room.entry(i % o.rooms).or_default() += 1;
+        *by_room.entry(i % summary.rooms).or_default() += 1;
     }
     println!("--- summary ---");
     println!(
         "bots {} ({} joined at the end), rooms {} (up to {} bots each), {} s at {} moves/s per bot",
         o.bots,
         summary.joined,
-        o.rooms,
+        summary.rooms,
         by_room.values().max().copied().unwrap_or(0),
         o.seconds,
         o.rate
@@ -620,19 +728,25 @@ pub fn main() {
     }
     println!(
         "memory: rss {} before, {} after joining ({} per socket{}), {} at the end",
-        rss_before.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
-        rss_after_join.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+        summary
+            .rss_before_bytes
+            .map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+        summary
+            .rss_after_join_bytes
+            .map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
         per_socket(summary.rss_per_socket_bytes),
         if embedded {
             ", embedded server included"
         } else {
             ""
         },
-        rss_end.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+        summary
+            .rss_end_bytes
+            .map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
     );
     println!(
         "heap: {:.1} MiB after joining, {:.1} KiB per socket; settled after the run {:.1} KiB per socket{}",
-        heap_after_join as f64 / 1048576.0,
+        summary.heap_after_join_bytes as f64 / 1048576.0,
         summary.heap_per_socket_bytes / 1024.0,
         summary.heap_settled_per_socket_bytes / 1024.0,
         if embedded {
@@ -651,4 +765,15 @@ pub fn main() {
         summary.idle_frame_p50_us,
         summary.idle_frame_p99_us
     );
+    let l = &summary.reply_latency;
+    if l.count > 0 {
+        println!(
+            "reply latency (push written -> reply read, {} replies): {:.2} ms mean, {:.2} ms p50, {:.2} ms p99, {:.2} ms max",
+            l.count,
+            l.mean_us / 1000.0,
+            l.p50_us / 1000.0,
+            l.p99_us / 1000.0,
+            l.max_us / 1000.0
+        );
+    }
 }
