@@ -7,8 +7,9 @@ same work against the same test server, at several socket counts, runs interleav
 
 Builds `examples/swarm` and the `phoenix_test_server` binary in release, starts a fresh server
 process per run (so the client's numbers are the client's alone), and prints per size the medians
-of client CPU per message, resident memory per socket, messages received per second, and the idle
-frame of the Rust swarm, with phoenix.js / Rust ratios. Needs node (benches/js, `npm ci` there).
+of client CPU per message, resident memory per socket, messages received per second, reply latency
+(push to reply, as each client's app sees it) and the idle frame of the Rust swarm, with
+phoenix.js / Rust ratios. Needs node (benches/js, `npm ci` there).
 Each `--variant LABEL=ARGS` adds a Rust row run with those extra swarm arguments (interleaved too);
 ratios are to the first Rust row. ARGS starting with `@PATH` run the swarm binary at PATH instead of
 this checkout's (an A/B of two builds: copy the other build's `release/examples/swarm` aside first).
@@ -163,8 +164,9 @@ def main():
 
     print(f"steal: {steal_ticks() - steal0} ticks; load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
     med = statistics.median
-    print("| sockets | client | CPU µs/message | × Rust | of which user space | × Rust | RSS KiB/socket | × Rust | received/s | idle frame µs (p50) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| sockets | client | CPU µs/message | × Rust | of which user space | × Rust | RSS KiB/socket | × Rust | received/s "
+          "| reply ms p50 / p99 | idle frame µs (p50) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         rows = {}
         for client in clients:
@@ -175,13 +177,17 @@ def main():
                 med([x["rss_per_socket_bytes"] / 1024 for x in rs]),
                 med([received(x) / a.seconds for x in rs]),
                 med([x["idle_frame_p50_us"] for x in rs]) if client.startswith("rust") else None,
+                (med([x["reply_latency"]["p50_us"] / 1000 for x in rs]),
+                 med([x["reply_latency"]["p99_us"] / 1000 for x in rs]))
+                if all("reply_latency" in x for x in rs) else None,
             )
         base = rows["rust"]
         for client in clients:
             label = labels[client]
-            cpu, user, rss, rx, idle = rows[client]
+            cpu, user, rss, rx, idle, reply = rows[client]
             print(f"| {n} | {label} | {cpu:.2f} | {cpu / base[0]:.2f} | {user:.2f} | {user / base[1]:.2f} | "
                   f"{rss:.1f} | {rss / base[2]:.2f} | {rx:.0f} | "
+                  f"{'' if reply is None else f'{reply[0]:.2f} / {reply[1]:.2f}'} | "
                   f"{'' if idle is None else f'{idle:.1f}'} |")
 
     if a.raw and not a.no_js:

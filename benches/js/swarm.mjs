@@ -1,12 +1,13 @@
 // phoenix.js 1.8.16 (over `ws`) doing what `cargo run --release --example swarm` does: N sockets in
 // one node process, each joining room:swarm-K (K = i % rooms) with {user_id: "bot-i"} and pushing
 // "move" {x, y} at RATE per second while receiving the room's broadcasts. Prints one JSON summary
-// line with the swarm example's field names (benches/swarm.sh compares the two).
+// line with the swarm example's field names (benches/swarm_compare.py compares the two).
 //
 //   node swarm.mjs <ws://127.0.0.1:PORT/socket> <bots> <rooms> <rate> <seconds>
 //
 // CPU is process.cpuUsage() (user + system, every node thread) over the pushing phase; memory is
-// process.memoryUsage().rss before the first socket and after every socket joined.
+// process.memoryUsage().rss before the first socket and after every socket joined. Reply latency
+// runs from each push to its reply callback, over the replies that arrive within the run.
 import { Socket } from "phoenix";
 import WebSocket from "ws";
 
@@ -71,6 +72,8 @@ const rssAfterJoin = process.memoryUsage().rss;
 // Each bot pushes every 1/rate s, spread over the period as the Rust swarm spreads them.
 const period = 1000 / rate;
 const timers = [];
+// Reply latency, ms: from the push to its reply callback (as the Rust swarm's, push to reply read).
+const latencies = [];
 const before = { ...totals };
 const c0 = cpuUs();
 const k0 = process.cpuUsage().system;
@@ -83,10 +86,17 @@ if (rate > 0) {
         const push = () => {
           b.x = (b.x + 1) % 100;
           totals.pushes++;
+          const sent = performance.now();
           b.channel
             .push("move", { x: b.x, y: b.i })
-            .receive("ok", () => totals.replies_ok++)
-            .receive("error", () => totals.replies_error++)
+            .receive("ok", () => {
+              totals.replies_ok++;
+              latencies.push(performance.now() - sent);
+            })
+            .receive("error", () => {
+              totals.replies_error++;
+              latencies.push(performance.now() - sent);
+            })
             .receive("timeout", () => totals.timeouts++);
         };
         push();
@@ -104,6 +114,15 @@ const wall = (performance.now() - run0) / 1000;
 const runTotals = Object.fromEntries(Object.entries(totals).map(([k, v]) => [k, v - before[k]]));
 const received = runTotals.messages + runTotals.replies_ok + runTotals.replies_error + runTotals.presence;
 clearTimeout(hard);
+latencies.sort((a, b) => a - b);
+const pct = (p) => (latencies.length ? latencies[Math.round((latencies.length - 1) * p)] * 1000 : 0);
+const replyLatency = {
+  count: latencies.length,
+  mean_us: latencies.length ? (latencies.reduce((a, b) => a + b, 0) / latencies.length) * 1000 : 0,
+  p50_us: pct(0.5),
+  p99_us: pct(0.99),
+  max_us: latencies.length ? latencies[latencies.length - 1] * 1000 : 0,
+};
 console.log(
   JSON.stringify({
     client: "phoenix.js",
@@ -120,6 +139,7 @@ console.log(
     rss_before_bytes: rssBefore,
     rss_after_join_bytes: rssAfterJoin,
     rss_per_socket_bytes: (rssAfterJoin - rssBefore) / bots,
+    reply_latency: replyLatency,
   }),
 );
 process.exit(0);
