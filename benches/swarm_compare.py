@@ -13,7 +13,8 @@ phoenix.js / Rust ratios. Needs node (benches/js, `npm ci` there).
 Each `--variant LABEL=ARGS` adds a Rust row run with those extra swarm arguments (interleaved too);
 ratios are to the first Rust row. ARGS starting with `@PATH` run the swarm binary at PATH instead of
 this checkout's (an A/B of two builds: copy the other build's `release/examples/swarm` aside first).
-`--raw-variant LABEL=PATH` adds a row for another build of `swarm_raw` (implies `--raw`).
+`--raw-variant LABEL=ARGS` adds a `swarm_raw` row run with those arguments, `@PATH` first for another
+build (implies `--raw`).
 `--no-js` leaves phoenix.js out. 30 s by default: phoenix.js's cost per message falls as node's JIT warms
 up (34 µs at 10 sockets over 30 s against 46–63 over 10 s, BENCHMARKS.md), and small swarms need the length to
 steady their totals. `--raw` adds the leanest Rust client we could write doing the same
@@ -99,8 +100,8 @@ def main():
         variants.append((f"rust:{label}", f"bevy_phoenix_channels, {label}", args.split()))
     raw_variants = {}
     for v in a.raw_variant:
-        label, _, path = v.partition("=")
-        raw_variants[f"raw:{label}"] = (f"raw Rust, {label}", path)
+        label, _, args = v.partition("=")
+        raw_variants[f"raw:{label}"] = (f"raw Rust, {label}", args.split())
     a.raw = a.raw or bool(raw_variants)
     clients = (
         [k for k, _, _ in variants] + (["raw"] if a.raw else []) + list(raw_variants) + ([] if a.no_js else ["js"])
@@ -142,9 +143,11 @@ def main():
                 proc, url = start_server()
                 try:
                     if client.startswith("raw"):
-                        exe = raw_variants[client][1] if client in raw_variants else raw_exe
+                        exe, args = raw_exe, list(raw_variants[client][1]) if client in raw_variants else []
+                        if args and args[0].startswith("@"):
+                            exe, args = args[0][1:], args[1:]
                         res = run([exe, "--bots", str(n), "--rooms", str(rooms), "--rate", str(a.rate),
-                                   "--seconds", str(a.seconds), "--url", url, "--json"])
+                                   "--seconds", str(a.seconds), "--url", url, "--json"] + args)
                     elif client != "js":
                         args = extra[client]
                         exe = swarm

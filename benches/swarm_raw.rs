@@ -8,10 +8,11 @@
 //! 1/RATE s (spread over the period as the swarm spreads them), heartbeats every 30 s, and reads
 //! every frame with serde_json into `(join_ref, ref, topic, event, RawValue)`, counting replies
 //! (ok or error by their status), broadcasts and presence events; a socket's reads stop at a read
-//! that comes back short (as the plugin's transport's do), not at one that fails. The epoll wait sleeps until a
-//! socket is readable or at most `--max-wait-ms` (16, as the headless preset's `WaitForNetwork`),
-//! and each wake sends the pushes that are due, as the swarm's frames do (`--max-wait-ms 0`: wake
-//! for every push on time instead, which costs more wake-ups at 10 and 100 bots). CPU and memory are measured and printed as the swarm
+//! that comes back short (as the plugin's transport's do), not at one that fails. The epoll wait
+//! sleeps until a socket is readable or at most `--max-wait-ms` (16, as the headless preset's
+//! `WaitForNetwork`), and each wake sends the pushes that are due, as the swarm's frames do
+//! (`--max-wait-ms 0`: wake for every push on time instead, as the swarm's `--on-time` and
+//! phoenix.js's timers do). CPU and memory are measured and printed as the swarm
 //! example's `--json` summary (same field names, same `/proc` sources, the main thread).
 //!
 //! `cargo bench --bench swarm_raw -- --bots 1000 --url ws://127.0.0.1:PORT/socket --json`

@@ -236,6 +236,50 @@ fn the_apps_waker_ends_a_wait_from_another_thread() {
     );
 }
 
+/// How far ahead the test's system sets the frame's deadline (`None`: it sets none).
+#[derive(Resource, Default)]
+struct Ahead(Option<Duration>);
+
+fn set_deadline(ahead: Res<Ahead>, mut wait: ResMut<WaitForNetwork>) {
+    if let Some(d) = ahead.0 {
+        // A later deadline too: the earliest wins.
+        wait.wake_by(Instant::now() + d * 50);
+        wait.wake_by(Instant::now() + d);
+    }
+}
+
+#[test]
+fn the_apps_deadline_ends_the_frames_wait_and_only_that_frames() {
+    let server = Server::start();
+    let (mut app, _) = joined_app(config(&server.url), LONG);
+    app.init_resource::<Ahead>()
+        .add_systems(Update, set_deadline);
+    app.world_mut().resource_mut::<Ahead>().0 = Some(Duration::from_millis(30));
+    // Each frame sleeps until its deadline: about 33 frames a second, not one (the 20 s bound)
+    // and not thousands (no sleep).
+    let frames = frames_in(&mut app, Duration::from_secs(1));
+    assert!((5..=100).contains(&frames), "{frames} frames in a second");
+    // No deadline set: the next frames sleep their bound again.
+    app.world_mut().resource_mut::<Ahead>().0 = None;
+    app.world_mut().resource_mut::<WaitForNetwork>().max_wait = Duration::from_millis(300);
+    let t0 = Instant::now();
+    for _ in 0..2 {
+        app.update();
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        t0.elapsed()
+    );
+    // A deadline already past: no sleep at all.
+    app.world_mut().resource_mut::<Ahead>().0 = Some(Duration::ZERO);
+    let t0 = Instant::now();
+    for _ in 0..20 {
+        app.update();
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
 #[test]
 fn a_burst_bigger_than_the_read_budget_does_not_sleep_between_frames() {
     let server = Server::start();

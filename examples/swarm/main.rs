@@ -22,12 +22,15 @@
 //! `--read-buffer BYTES` (each socket's read buffer, 1024 here: the library's default of 16 KiB
 //! suits a game's one socket, 1 KiB saves about 15 KiB per socket when there are thousands),
 //! `--json` (one JSON summary line at the end, for scripts), `--no-presence` (channels without
-//! presence tracking: the server's presence events arrive as plain messages).
+//! presence tracking: the server's presence events arrive as plain messages), `--on-time`.
 //!
-//! Reply latency (per second and in the summary) runs from the frame that wrote a push to the
-//! frame that read its reply: what the game sees, the server's handling and the wait for the
-//! next frame included. The run ends once every push has its outcome (a reply, or the 10 s push
-//! timeout).
+//! A bot's move leaves with the first frame after it is due: the frame loop sleeps until the
+//! network has something (or 16 ms), so moves go out in batches, as a game sends a frame's input
+//! together. `--on-time` wakes the loop for each move instead (`WaitForNetwork::wake_by`), as
+//! phoenix.js's timers do: lower reply latency, more wake-ups. Reply latency (per second and in the summary)
+//! runs from the frame that wrote a push to the frame that read its reply: what the game sees,
+//! the server's handling and the wait for the next frame included. The run ends once every push
+//! has its outcome (a reply, or the 10 s push timeout).
 //!
 //! Native only: in the browser there is one socket per tab, and no embedded server.
 

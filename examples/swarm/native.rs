@@ -30,6 +30,9 @@ pub struct Options {
     pub json: bool,
     /// Channels track presence.
     pub presence: bool,
+    /// Wake the frame loop for each bot's next move (`WaitForNetwork::wake_by`) instead of
+    /// sending what is due at the next wake-up.
+    pub on_time: bool,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             read_buffer: 1024,
             json: false,
             presence: true,
+            on_time: false,
         }
     }
 }
@@ -75,6 +79,7 @@ fn options() -> Options {
             "--read-buffer" => o.read_buffer = parse(&value("--read-buffer")),
             "--json" => o.json = true,
             "--no-presence" => o.presence = false,
+            "--on-time" => o.on_time = true,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown option {other}")),
         }
@@ -92,7 +97,7 @@ fn usage(error: &str) -> ! {
         eprintln!("swarm: {error}");
     }
     eprintln!(
-        "usage: swarm [--bots N] [--rooms N] [--rate HZ] [--seconds S] [--url URL] [--spin] [--tick-ms MS] [--read-buffer BYTES] [--json] [--no-presence]"
+        "usage: swarm [--bots N] [--rooms N] [--rate HZ] [--seconds S] [--url URL] [--spin] [--tick-ms MS] [--read-buffer BYTES] [--json] [--no-presence] [--on-time]"
     );
     std::process::exit(2);
 }
@@ -177,6 +182,8 @@ impl Totals {
 struct Rate {
     period: Option<Duration>,
     pushing: bool,
+    /// `--on-time`.
+    on_time: bool,
 }
 
 /// When this frame began, and how long each frame's work took (the sleep in
@@ -204,25 +211,34 @@ fn drive(
     mut out: MessageWriter<PushMessage>,
     mut totals: ResMut<Totals>,
     mut pending: ResMut<Pending>,
+    wait: Option<ResMut<WaitForNetwork>>,
 ) {
     let (Some(period), true) = (rate.period, rate.pushing) else {
         return;
     };
     let now = time.elapsed();
     let sent_at = Instant::now();
+    let mut next_due: Option<Duration> = None;
+    let mut due = |at: Duration| next_due = Some(next_due.map_or(at, |d| d.min(at)));
     for (channel, status, mut bot) in &mut bots {
-        if status.0 != ChannelState::Joined || now < bot.next_move {
+        if status.0 != ChannelState::Joined {
+            continue;
+        }
+        if now < bot.next_move {
+            due(bot.next_move);
             continue;
         }
         // Spread the bots over the period so the pushes do not all leave in one frame.
         if bot.next_move.is_zero() {
             bot.next_move = now + period.mul_f64((bot.index % 97) as f64 / 97.0);
+            due(bot.next_move);
             continue;
         }
         bot.next_move += period;
         if bot.next_move < now {
             bot.next_move = now + period;
         }
+        due(bot.next_move);
         bot.x = (bot.x + 1.0) % 100.0;
         let m = Move {
             x: bot.x,
@@ -236,6 +252,13 @@ fn drive(
             }
             Err(e) => error!("swarm: cannot encode a move: {e}"),
         }
+    }
+    // `--on-time`: wake the frame loop when the next move is due, so every push leaves on time
+    // (as phoenix.js's timers send them), not with the next wake-up's batch.
+    if let (true, Some(mut wait), Some(at), Some(frame_start)) =
+        (rate.on_time, wait, next_due, time.last_update())
+    {
+        wait.wake_by(frame_start + at.saturating_sub(now));
     }
 }
 
@@ -355,6 +378,8 @@ pub struct Summary {
     pub rate: f64,
     pub seconds: f64,
     pub wait_for_network: bool,
+    /// `--on-time`: the loop woke for each move.
+    pub on_time: bool,
     /// `--tick-ms`: frames at a fixed rate instead of waiting for the network.
     pub tick_ms: Option<f64>,
     /// `--read-buffer`: each socket's read buffer, bytes.
@@ -450,6 +475,7 @@ pub fn run(o: &Options, heap: fn() -> usize) -> Summary {
             period: (o.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / o.rate)),
             // From the pushing phase on: no bot pushes while the others are still joining.
             pushing: false,
+            on_time: o.on_time,
         })
         .add_systems(First, frame_start)
         .add_systems(Update, (drive, count))
@@ -641,6 +667,7 @@ pub fn run(o: &Options, heap: fn() -> usize) -> Summary {
         rate: o.rate,
         seconds: o.seconds,
         wait_for_network: !o.spin && o.tick.is_none(),
+        on_time: o.on_time,
         tick_ms: o.tick.map(|t| t.as_secs_f64() * 1000.0),
         read_buffer: o.read_buffer,
         embedded_server: embedded,

@@ -22,6 +22,8 @@ use crate::transport::NetworkWaker;
 /// - a socket finishes connecting, or a closing socket hears from its peer,
 /// - the socket's next timer (heartbeat, reconnect, rejoin, push timeout) is due,
 /// - [`waker`](Self::waker) is woken from another thread,
+/// - the frame's [`wake_by`](Self::wake_by) deadline: the app's own timers (a bot's next move, a
+///   server tick),
 /// - `max_wait` has passed: the loop still runs at least every `max_wait`.
 ///
 /// The wait runs in [`Last`], in [`PhoenixSystems::Wait`]: order other `Last` systems
@@ -53,6 +55,8 @@ pub struct WaitForNetwork {
     /// The longest one frame sleeps.
     pub max_wait: Duration,
     waker: NetworkWaker,
+    /// This frame's [`wake_by`](Self::wake_by) deadline; the wait takes it.
+    deadline: Option<web_time::Instant>,
 }
 
 impl WaitForNetwork {
@@ -66,7 +70,40 @@ impl WaitForNetwork {
             warn!("phoenix: WaitForNetwork cannot make its waker ({e}); connects will not wake it");
             NetworkWaker::none()
         });
-        WaitForNetwork { max_wait, waker }
+        WaitForNetwork {
+            max_wait,
+            waker,
+            deadline: None,
+        }
+    }
+
+    /// Ends this frame's wait by `at` at the latest: for work the app has scheduled itself (a
+    /// bot's next move, a fixed server tick), which the plugin cannot see. It holds for the
+    /// frame it is called in (the wait at that frame's end takes it), so call it each frame the
+    /// deadline still matters; of several calls the earliest wins. A deadline already past
+    /// skips the sleep. (`web_time::Instant` is `std::time::Instant` natively, where the wait
+    /// runs.)
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use bevy::prelude::*;
+    /// use bevy_phoenix_channels::prelude::*;
+    ///
+    /// #[derive(Resource)]
+    /// struct NextMove(Instant);
+    ///
+    /// /// Moves go out on time: the frame's wait ends when the next one is due.
+    /// fn schedule_moves(next: Res<NextMove>, mut wait: ResMut<WaitForNetwork>) {
+    ///     wait.wake_by(next.0);
+    /// }
+    /// # let mut app = App::new();
+    /// # app.insert_resource(WaitForNetwork::up_to(Duration::from_millis(50)))
+    /// #     .insert_resource(NextMove(Instant::now()))
+    /// #     .add_systems(Update, schedule_moves);
+    /// # app.update();
+    /// ```
+    pub fn wake_by(&mut self, at: web_time::Instant) {
+        self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
     }
 
     /// A handle that ends the current (or next) wait from any thread.
@@ -78,13 +115,15 @@ impl WaitForNetwork {
 /// [`Last`]: sleeps as [`WaitForNetwork`] says.
 #[cfg(not(target_arch = "wasm32"))]
 pub(super) fn wait_system(
-    wait: Res<WaitForNetwork>,
+    mut wait: ResMut<WaitForNetwork>,
     clock: Res<PhoenixClock>,
     time: Res<Time<Real>>,
     transports: NonSend<PhoenixTransports>,
     activity: Res<super::Activity>,
     mut warned: Local<bool>,
 ) {
+    // The app's deadline holds for this frame only (taking it is not a change to report).
+    let deadline = wait.bypass_change_detection().deadline.take();
     let now = clock.now(&time);
     // The clock was read when the frame began; the frame has run since.
     let spent = time.last_update().map(|t| t.elapsed()).unwrap_or_default();
@@ -100,6 +139,9 @@ pub(super) fn wait_system(
     }
     if let Some(Reverse((at, _))) = transports.timers.peek() {
         until(*at);
+    }
+    if let Some(at) = deadline {
+        timeout = timeout.min(at.saturating_duration_since(web_time::Instant::now()));
     }
     if timeout.is_zero() {
         return;
