@@ -14,7 +14,8 @@ Each `--variant LABEL=ARGS` adds a Rust row run with those extra swarm arguments
 ratios are to the first Rust row. ARGS starting with `@PATH` run the swarm binary at PATH instead of
 this checkout's (an A/B of two builds: copy the other build's `release/examples/swarm` aside first).
 `--raw-variant LABEL=ARGS` adds a `swarm_raw` row run with those arguments, `@PATH` first for another
-build (implies `--raw`).
+build (implies `--raw`); `--js-variant LABEL=ARGS` a phoenix.js row (`benches/js/swarm.mjs`'s extra
+arguments: `16` sends the due moves every 16 ms, batched, as the Rust swarm does by default).
 `--no-js` leaves phoenix.js out. 30 s by default: phoenix.js's cost per message falls as node's JIT warms
 up (34 µs at 10 sockets over 30 s against 46–63 over 10 s, BENCHMARKS.md), and small swarms need the length to
 steady their totals. `--raw` adds the leanest Rust client we could write doing the same
@@ -93,6 +94,7 @@ def main():
     ap.add_argument("--no-js", action="store_true")
     ap.add_argument("--raw", action="store_true")
     ap.add_argument("--raw-variant", action="append", default=[])
+    ap.add_argument("--js-variant", action="append", default=[])
     a = ap.parse_args()
     variants = [("rust", "bevy_phoenix_channels", [])]
     for v in a.variant:
@@ -103,10 +105,19 @@ def main():
         label, _, args = v.partition("=")
         raw_variants[f"raw:{label}"] = (f"raw Rust, {label}", args.split())
     a.raw = a.raw or bool(raw_variants)
+    js_variants = {}
+    for v in a.js_variant:
+        label, _, args = v.partition("=")
+        js_variants[f"js:{label}"] = (f"phoenix.js 1.8.16, {label}", args.split())
     clients = (
-        [k for k, _, _ in variants] + (["raw"] if a.raw else []) + list(raw_variants) + ([] if a.no_js else ["js"])
+        [k for k, _, _ in variants] + (["raw"] if a.raw else []) + list(raw_variants)
+        + ([] if a.no_js else ["js"] + list(js_variants))
     )
-    labels = {k: label for k, label, _ in variants} | {k: label for k, (label, _) in raw_variants.items()} | {
+    labels = (
+        {k: label for k, label, _ in variants}
+        | {k: label for k, (label, _) in raw_variants.items()}
+        | {k: label for k, (label, _) in js_variants.items()}
+    ) | {
         "js": "phoenix.js 1.8.16",
         "raw": "raw Rust (tungstenite + epoll, no Bevy)",
     }
@@ -148,7 +159,7 @@ def main():
                             exe, args = args[0][1:], args[1:]
                         res = run([exe, "--bots", str(n), "--rooms", str(rooms), "--rate", str(a.rate),
                                    "--seconds", str(a.seconds), "--url", url, "--json"] + args)
-                    elif client != "js":
+                    elif not client.startswith("js"):
                         args = extra[client]
                         exe = swarm
                         if args and args[0].startswith("@"):
@@ -156,7 +167,9 @@ def main():
                         res = run([exe, "--bots", str(n), "--rate", str(a.rate), "--seconds", str(a.seconds),
                                    "--url", url, "--json"] + args)
                     else:
-                        res = run(["node", "swarm.mjs", url, str(n), str(rooms), str(a.rate), str(a.seconds)], cwd=js)
+                        extra_js = js_variants[client][1] if client in js_variants else []
+                        res = run(["node", "swarm.mjs", url, str(n), str(rooms), str(a.rate), str(a.seconds)]
+                                  + extra_js, cwd=js)
                 finally:
                     proc.kill()
                     proc.wait()

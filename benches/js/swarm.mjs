@@ -3,7 +3,11 @@
 // "move" {x, y} at RATE per second while receiving the room's broadcasts. Prints one JSON summary
 // line with the swarm example's field names (benches/swarm_compare.py compares the two).
 //
-//   node swarm.mjs <ws://127.0.0.1:PORT/socket> <bots> <rooms> <rate> <seconds>
+//   node swarm.mjs <ws://127.0.0.1:PORT/socket> <bots> <rooms> <rate> <seconds> [batch_ms]
+//
+// Each bot pushes on its own timer, on time. With batch_ms, one timer every batch_ms sends every
+// move that is due instead (a game loop sending a frame's input together, as the Rust swarm does
+// by default).
 //
 // CPU is process.cpuUsage() (user + system, every node thread) over the pushing phase; memory is
 // process.memoryUsage().rss before the first socket and after every socket joined. Reply latency
@@ -11,7 +15,7 @@
 import { Socket } from "phoenix";
 import WebSocket from "ws";
 
-const [url, botsArg, roomsArg, rateArg, secondsArg] = process.argv.slice(2);
+const [url, botsArg, roomsArg, rateArg, secondsArg, batchArg] = process.argv.slice(2);
 if (!url) {
   console.error("usage: node swarm.mjs URL BOTS ROOMS RATE SECONDS");
   process.exit(2);
@@ -20,6 +24,7 @@ const bots = Number(botsArg ?? 100);
 const rooms = Number(roomsArg ?? Math.max(1, Math.ceil(bots / 10)));
 const rate = Number(rateArg ?? 5);
 const seconds = Number(secondsArg ?? 10);
+const batchMs = batchArg ? Number(batchArg) : 0;
 
 const hard = setTimeout(() => {
   console.error("swarm.mjs: did not finish in time");
@@ -78,27 +83,42 @@ const before = { ...totals };
 const c0 = cpuUs();
 const k0 = process.cpuUsage().system;
 const run0 = performance.now();
-if (rate > 0) {
+const pushMove = (b) => {
+  b.x = (b.x + 1) % 100;
+  totals.pushes++;
+  const sent = performance.now();
+  b.channel
+    .push("move", { x: b.x, y: b.i })
+    .receive("ok", () => {
+      totals.replies_ok++;
+      latencies.push(performance.now() - sent);
+    })
+    .receive("error", () => {
+      totals.replies_error++;
+      latencies.push(performance.now() - sent);
+    })
+    .receive("timeout", () => totals.timeouts++);
+};
+if (rate > 0 && batchMs > 0) {
+  // One loop: every batch_ms, the moves that are due (spread over the period as on time).
+  for (const b of channels) b.due = run0 + (period * (b.i % 97)) / 97;
+  timers.push(
+    setInterval(() => {
+      const now = performance.now();
+      for (const b of channels) {
+        if (b.due > now) continue;
+        pushMove(b);
+        b.due += period;
+        if (b.due < now) b.due = now + period;
+      }
+    }, batchMs),
+  );
+} else if (rate > 0) {
   for (const b of channels) {
     const start = (period * (b.i % 97)) / 97;
     timers.push(
       setTimeout(() => {
-        const push = () => {
-          b.x = (b.x + 1) % 100;
-          totals.pushes++;
-          const sent = performance.now();
-          b.channel
-            .push("move", { x: b.x, y: b.i })
-            .receive("ok", () => {
-              totals.replies_ok++;
-              latencies.push(performance.now() - sent);
-            })
-            .receive("error", () => {
-              totals.replies_error++;
-              latencies.push(performance.now() - sent);
-            })
-            .receive("timeout", () => totals.timeouts++);
-        };
+        const push = () => pushMove(b);
         push();
         timers.push(setInterval(push, period));
       }, start),
@@ -126,6 +146,7 @@ const replyLatency = {
 console.log(
   JSON.stringify({
     client: "phoenix.js",
+    batch_ms: batchMs,
     bots,
     rooms,
     rate,
