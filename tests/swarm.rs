@@ -59,9 +59,6 @@ fn a_small_swarm_answers_every_push_and_times_each_reply() {
         t.messages,
         t.pushes
     );
-    // The run's counts are part of the whole.
-    assert!(s.run_totals.messages <= t.messages);
-    assert!(s.run_totals.presence <= t.presence);
     assert!(
         t.presence > 0,
         "presence is on: the joins bring presence events"

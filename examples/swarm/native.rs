@@ -348,7 +348,7 @@ fn us(d: Duration) -> f64 {
 }
 
 /// Reply latencies of the run's pushes, microseconds.
-#[derive(Serialize, Default)]
+#[derive(Serialize)]
 pub struct Latency {
     /// Replies measured (ok and error).
     pub count: usize,

@@ -35,8 +35,8 @@ use crate::transport::NetworkWaker;
 /// [`PhoenixSocketConfig::max_frames_per_update`](super::PhoenixSocketConfig) goes on at full
 /// speed). The wait only knows about this plugin's sockets: wake it yourself for other sources
 /// of work ([`waker`](Self::waker) from other threads, [`wake_by`](Self::wake_by) for your own
-/// systems' timers), and do not use it with a window (winit has its own reactive modes). On the web it
-/// does nothing: the browser drives the frames.
+/// systems' timers), and do not use it with a window (winit has its own reactive modes). On the
+/// web it does nothing: the browser drives the frames.
 ///
 /// ```no_run
 /// use std::time::Duration;

@@ -55,7 +55,9 @@ enum Io {
 /// ones report `WouldBlock` until [`Stream::rearm`], which the transport calls when a `poll`
 /// finds nothing (the end of the caller's visit). Bytes that arrive meanwhile are not lost:
 /// the socket stays readable, so the readiness set (level-triggered) or the next visit's read
-/// finds them. During the blocking handshake every read goes to the socket.
+/// finds them. (A visit the read budget cut short leaves the gate shut: the next one reads what
+/// tungstenite has buffered, then finds nothing and rearms, one frame later at worst.) During
+/// the blocking handshake every read goes to the socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reads {
     /// Blocking socket (the handshake): every read goes to the socket.
@@ -920,12 +922,11 @@ fn handshake(
     #[cfg(not(feature = "tls"))]
     let stream = Stream::new(Io::Plain(tcp));
 
-    let (ws, protocol) = upgrade(stream, &request, config, chunk)?;
+    let (mut ws, protocol) = upgrade(stream, &request, config, chunk)?;
     let tcp = ws.get_ref().tcp();
     tcp.set_read_timeout(None).map_err(io_err)?;
     tcp.set_write_timeout(None).map_err(io_err)?;
     tcp.set_nonblocking(true).map_err(io_err)?;
-    let mut ws = ws;
     ws.get_mut().nonblocking();
     Ok(Handshaken { ws, protocol })
 }

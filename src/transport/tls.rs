@@ -42,9 +42,7 @@ impl TlsStream {
         }
         Ok(())
     }
-}
 
-impl TlsStream {
     /// Reads plaintext, taking TLS records from the socket through the [`Reads`] gate.
     pub(crate) fn read_gated(&mut self, buf: &mut [u8], reads: &mut Reads) -> io::Result<usize> {
         loop {
